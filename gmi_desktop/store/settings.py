@@ -1,0 +1,103 @@
+"""One typed settings object: defaults < ``settings.toml`` in the config dir < ``GMI_*`` env < CLI.
+
+Each field's environment variable is ``GMI_`` + the upper-cased field name (``GMI_DEVICE=cpu``).
+Unknown keys in the TOML file are reported, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gmi_desktop.core.errors import SettingsError
+from gmi_desktop.store import paths
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Library
+    library_folders: tuple[str, ...] = ()
+    # Devices: "auto" picks cuda > mps > cpu.
+    device: str = "auto"
+    low_vram: bool = False
+    # Encoders (paper: OpenAI CLIP ViT-L/14 for SD 1.x).
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str = "openai"
+    clip_weights: str = ""  # explicit local file/folder; empty = look in caches, then download
+    blip_model: str = "Salesforce/blip-image-captioning-large"
+    blip_weights: str = ""
+    interrogator_mode: str = "fast"  # fast | classic | best
+    allow_downloads: bool = True
+    # Generation of specification images.
+    scheduler: str = "dpmpp_2m"
+    steps: int = 25
+    guidance_scale: float = 7.0
+    resolution: int = 0  # 0 = the family's native size (512 SD1, 768 SD2, 1024 SDXL)
+    batch_size: int = 4
+    seed: int = 0
+    # Identification.
+    method: str = "proposal"
+    gamma: float = 0.0  # 0 = the documented default for the encoder's feature scale
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if "tuple" in kind_name:
+            if isinstance(raw, str):
+                return tuple(p for p in raw.split(os.pathsep) if p)
+            return tuple(str(p) for p in raw)
+        if kind_name == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind_name == "int":
+            return int(raw)
+        if kind_name == "float":
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(source, f"setting {name!r} has an invalid value {raw!r}") from None
+
+
+def load_settings(path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings: defaults, then the TOML file, then ``GMI_*`` env vars, then ``overrides``."""
+    path = paths.settings_path() if path is None else path
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    known = {f.name: f.type for f in fields(Settings) if f.name != "extra"}
+    extra: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(path, f"cannot read settings: {exc}") from None
+        for key, raw in data.items():
+            if key in known:
+                values[key] = _coerce(key, known[key], raw, str(path))
+            else:
+                extra[key] = raw
+    for key, kind in known.items():
+        raw = env.get(f"GMI_{key.upper()}")
+        if raw is not None:
+            values[key] = _coerce(key, kind, raw, f"GMI_{key.upper()}")
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in known:
+            raise SettingsError(None, f"unknown setting {key!r}")
+        values[key] = _coerce(key, known[key], raw, "command line")
+    return Settings(**values, extra=extra)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from gmi_desktop.core.errors import SettingsError
+from gmi_desktop.store import paths
+from gmi_desktop.store.atomic import atomic_write_bytes
+from gmi_desktop.store.settings import Settings, load_settings
+
+
+def test_precedence_defaults_file_env_cli(tmp_path):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text('steps = 30\ndevice = "cpu"\nseed = 5\nfuture_key = 1\n')
+    env = {"GMI_STEPS": "40", "GMI_LOW_VRAM": "yes"}
+    s = load_settings(cfg, env=env, seed=9)
+    assert s.steps == 40 and s.device == "cpu" and s.low_vram is True and s.seed == 9
+    assert s.guidance_scale == Settings().guidance_scale
+    assert s.extra == {"future_key": 1}
+
+
+def test_bad_values_are_typed_errors(tmp_path):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("steps = [\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg, env={})
+    assert str(cfg) in str(err.value)
+    with pytest.raises(SettingsError):
+        load_settings(tmp_path / "missing.toml", env={"GMI_STEPS": "many"})
+
+
+def test_dirs_are_redirected_by_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("GMI_DATA_DIR", str(tmp_path / "d"))
+    assert paths.data_dir() == tmp_path / "d" and paths.data_dir().is_dir()
+    assert paths.catalog_path().parent == tmp_path / "d"
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        from gmi_desktop.store.atomic import atomic_writer
+
+        with atomic_writer(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
