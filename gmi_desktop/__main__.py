@@ -1,0 +1,5 @@
+import sys
+
+from gmi_desktop.cli.main import main
+
+sys.exit(main())

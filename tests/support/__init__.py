@@ -1,0 +1,1 @@
+"""Test support code: builders of tiny real models and checkpoint files (no downloads)."""
