@@ -193,7 +193,8 @@ def full_model_config(cls_name: str, partial: dict) -> dict:
             model = cls.from_config(partial)
         data = dict(model.config)
         data["_class_name"] = cls_name
-        return {k: v for k, v in data.items() if not k.startswith("_") or k == "_class_name"}
+        data["_diffusers_version"] = diffusers.__version__
+        return {k: v for k, v in data.items() if not k.startswith("_") or k in ("_class_name", "_diffusers_version")}
     cls = getattr(transformers, cls_name)
     config = cls.config_class(**partial)
     data = config.to_dict()
@@ -209,7 +210,7 @@ def write_family(name: str, spec: dict) -> None:
     folder = OUT / name
     if folder.exists():
         shutil.rmtree(folder)
-    index: dict = {"_class_name": spec["pipeline"], **spec["pipe"]}
+    index: dict = {"_class_name": spec["pipeline"], "_diffusers_version": diffusers.__version__, **spec["pipe"]}
     index["unet"] = ["diffusers", "UNet2DConditionModel"]
     index["vae"] = ["diffusers", "AutoencoderKL"]
     sched_cls, sched_cfg = spec["scheduler"]
@@ -218,7 +219,8 @@ def write_family(name: str, spec: dict) -> None:
     _write_json(folder / "vae" / "config.json", full_model_config("AutoencoderKL", spec["vae"]))
     scheduler = getattr(diffusers, sched_cls).from_config(sched_cfg)
     _write_json(folder / "scheduler" / "scheduler_config.json",
-                {**{k: v for k, v in scheduler.config.items() if not k.startswith("_")}, "_class_name": sched_cls})
+                {**{k: v for k, v in scheduler.config.items() if not k.startswith("_")}, "_class_name": sched_cls,
+                 "_diffusers_version": diffusers.__version__})
     for slot, tok_slot in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
         if slot not in spec:
             continue

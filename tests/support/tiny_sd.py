@@ -91,7 +91,10 @@ def write_tiny_config_dir(folder: Path, family: str, variant: str = "normal", pr
             continue
         (folder / slot).mkdir(exist_ok=True)
         if slot in ("unet", "vae"):
-            data = {"_class_name": "UNet2DConditionModel" if slot == "unet" else "AutoencoderKL", **configs[slot]}
+            import diffusers
+
+            data = {"_class_name": "UNet2DConditionModel" if slot == "unet" else "AutoencoderKL",
+                    "_diffusers_version": diffusers.__version__, **configs[slot]}
         else:
             cls_name, cfg = configs[slot]
             data = {**cfg, "architectures": [cls_name], "model_type": "clip_text_model"}

@@ -1,0 +1,220 @@
+"""Load a Stable Diffusion pipeline from a user's checkpoint, fully offline.
+
+* A single ``.safetensors`` file (original CompVis / A1111 layout) goes through
+  ``<Pipeline>.from_single_file(path, config=<shipped config folder>, local_files_only=True)``; the
+  shipped folder (:mod:`gmi_desktop.engine.sd_configs`) is what stops diffusers fetching a config
+  from the hub. Tokenizers come from the one shipped CLIP tokenizer, passed in as objects.
+* A diffusers folder (with ``model_index.json``) goes through ``from_pretrained(local_files_only=True)``.
+
+The family (``sd1``/``sd2``/``sdxl``/``sdxl_refiner``) and variant come from the caller (the header
+probe). Before diffusers sees the file, its safetensors header is checked against that family, so a
+truncated or garbage file is a :class:`CorruptCheckpoint`, a LoRA/VAE a :class:`NotACheckpoint`, an
+SD 1.x file loaded as SDXL an :class:`UnsupportedCheckpoint` — never a raw exception. No safety
+checker is ever loaded or downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from gmi_desktop.core.errors import CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint
+from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
+
+UNET = "model.diffusion_model."
+TEXT_KEYS = {  # one tensor every checkpoint of the family has, per text tower
+    "sd1": ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",),
+    "sd2": ("cond_stage_model.model.token_embedding.weight",),
+    "sdxl": ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+             "conditioner.embedders.1.model.token_embedding.weight"),
+    "sdxl_refiner": ("conditioner.embedders.0.model.token_embedding.weight",),
+}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
+PIPELINE_CLASSES = {
+    "StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionXLPipeline",
+    "StableDiffusionXLInpaintPipeline", "StableDiffusionXLImg2ImgPipeline",
+}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a safetensors file; CorruptCheckpoint if it is not one or is truncated."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CorruptCheckpoint(path, "file is too short to be a safetensors checkpoint")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(_MAX_HEADER, size - 8):
+            raise CorruptCheckpoint(path, "not a safetensors file (invalid header length)")
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CorruptCheckpoint(path, "not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpoint(path, "not a safetensors file (header is not a table)")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - length
+    end = 0
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and "shape" in entry):
+            raise CorruptCheckpoint(path, f"bad header entry for tensor {name!r}")
+        end = max(end, int(offsets[1]))
+    if end > data_size:
+        raise CorruptCheckpoint(path, f"truncated: the header needs {end} bytes of tensor data, the file has {data_size}")
+    return header
+
+
+def check_family(path: Path, header: dict[str, Any], family: str, unet_config: dict[str, Any]) -> None:
+    """Raise a typed error unless ``header`` is a ``family`` checkpoint whose UNet matches ``unet_config``."""
+    if not any(key.startswith(UNET) for key in header):
+        raise NotACheckpoint(path, "no Stable Diffusion UNet in this file (a LoRA, VAE, embedding or other model?)",
+                             "pick a full Stable Diffusion checkpoint")
+    name = FAMILY_NAMES[family]
+    missing = [key for key in TEXT_KEYS[family] if key not in header]
+    if missing:
+        others = [FAMILY_NAMES[f] for f, keys in TEXT_KEYS.items() if all(k in header for k in keys)]
+        looks = f"looks like {others[0]}, " if others else ""
+        raise UnsupportedCheckpoint(path, f"not an {name} checkpoint ({looks}text encoder tensor {missing[0]} is missing)")
+    conv_in = header.get(UNET + "input_blocks.0.0.weight", {}).get("shape")
+    want_in = unet_config["in_channels"]
+    if not conv_in or conv_in[1] != want_in:
+        raise UnsupportedCheckpoint(path, f"UNet takes {conv_in[1] if conv_in else '?'} input channels, "
+                                          f"the {name} config expects {want_in}")
+    widths = {tuple(entry["shape"])[1] for key, entry in header.items()
+              if key.startswith(UNET) and key.endswith("attn2.to_k.weight")}
+    if widths != {unet_config["cross_attention_dim"]}:
+        raise UnsupportedCheckpoint(path, f"cross-attention width {sorted(widths)} does not match {name} "
+                                          f"({unet_config['cross_attention_dim']})")
+
+
+@functools.lru_cache(maxsize=2)
+def clip_tokenizer(pad_token: str = "<|endoftext|>") -> Any:
+    """The shipped CLIP BPE tokenizer; OpenCLIP towers (SD 2.x, SDXL's second) pad with ``!``."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(tokenizer_dir()), pad_token=pad_token, local_files_only=True)
+
+
+def _tokenizers_for(index: dict[str, Any], family: str) -> dict[str, Any]:
+    out = {}
+    if (index.get("tokenizer") or [None])[0] is not None:
+        out["tokenizer"] = clip_tokenizer("!" if family == "sd2" else "<|endoftext|>")
+    if (index.get("tokenizer_2") or [None])[0] is not None:
+        out["tokenizer_2"] = clip_tokenizer("!")
+    return out
+
+
+def _pipeline_class(name: str, where: Path) -> Any:
+    if name not in PIPELINE_CLASSES:
+        raise UnsupportedCheckpoint(where, f"pipeline type {name!r} is not supported",
+                                    "use an SD 1.x, SD 2.x or SDXL text-to-image or inpainting model")
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _no_safety_checker(cls: Any) -> dict[str, Any]:
+    return {} if "XL" in cls.__name__ else {"safety_checker": None, "requires_safety_checker": False}
+
+
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError,
+                                                 AttributeError)
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (*_LOAD_ERRORS, SafetensorError)
+
+
+def _check_loaded(pipe: Any, path: Path) -> None:
+    for slot in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, slot, None)
+        if module is None:
+            continue
+        meta = [name for name, p in module.named_parameters() if p.is_meta]
+        if meta:
+            raise CorruptCheckpoint(path, f"{slot} weights are missing from the file (e.g. {meta[0]})")
+
+
+def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype: Any = None,
+                     config_dir: Path | None = None, prediction_type: str | None = None) -> Any:
+    """A diffusers pipeline from one original-layout ``.safetensors`` checkpoint, on the CPU."""
+    if family not in FAMILIES or variant not in VARIANTS:
+        raise UnsupportedCheckpoint(path, f"unknown checkpoint kind {family}/{variant}")
+    path = Path(path)
+    if not path.is_file():
+        raise NotACheckpoint(path, "no such file")
+    if path.suffix.lower() != ".safetensors":
+        raise UnsupportedCheckpoint(path, f"{path.suffix or 'extension-less'} checkpoints are not loaded",
+                                    "pickle checkpoints (.ckpt/.pt) can run code; convert the file to .safetensors")
+    folder = Path(config_dir) if config_dir is not None else shipped_config_dir(family, variant, prediction_type)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    check_family(path, read_safetensors_header(path), family, unet_config)
+    cls = _pipeline_class(index["_class_name"], folder)
+    try:
+        pipe = cls.from_single_file(
+            str(path), config=str(folder), local_files_only=True, torch_dtype=dtype,
+            **_tokenizers_for(index, family), **_no_safety_checker(cls),
+        )
+    except _load_errors() as exc:
+        raise CorruptCheckpoint(path, f"cannot be loaded as {FAMILY_NAMES[family]} {variant}: {exc}") from exc
+    _check_loaded(pipe, path)
+    return pipe
+
+
+def load_diffusers_folder(folder: Path, *, dtype: Any = None) -> Any:
+    """A diffusers pipeline from a local diffusers folder (``model_index.json`` + component folders)."""
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise NotACheckpoint(folder, "not a diffusers model folder (no model_index.json)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(folder, f"model_index.json is unreadable: {exc}") from None
+    cls = _pipeline_class(str(index.get("_class_name")), folder)
+    family = "sdxl" if "XL" in cls.__name__ else "sd1"
+    extra = {slot: tok for slot, tok in _tokenizers_for(index, family).items() if not (folder / slot).is_dir()}
+    try:
+        pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra,
+                                   **_no_safety_checker(cls))
+    except _load_errors() as exc:
+        raise CorruptCheckpoint(folder, f"diffusers folder cannot be loaded: {exc}") from exc
+    _check_loaded(pipe, folder)
+    return pipe
+
+
+_SCHEDULERS = {  # UI name -> (diffusers class, config overrides)
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                        "use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+SCHEDULER_NAMES = tuple(_SCHEDULERS)
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    """A scheduler by its common UI name, built from the checkpoint's own scheduler config (which keeps
+    its beta schedule and ``prediction_type``, e.g. SD 2.x 768's v-prediction)."""
+    import diffusers
+
+    from gmi_desktop.core.errors import SettingsError
+
+    if name not in _SCHEDULERS:
+        raise SettingsError(None, f"unknown scheduler {name!r}", f"use one of {', '.join(SCHEDULER_NAMES)}")
+    cls_name, extra = _SCHEDULERS[name]
+    return getattr(diffusers, cls_name).from_config(base_config, **extra)
