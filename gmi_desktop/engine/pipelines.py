@@ -133,6 +133,11 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     return (*_LOAD_ERRORS, SafetensorError)
 
 
+def _dtype_arg(dtype: Any) -> Any:
+    """fp32 is what the weights are loaded as anyway; passing it only makes diffusers cast and warn."""
+    return None if dtype is None or str(dtype) == "torch.float32" else dtype
+
+
 def _check_loaded(pipe: Any, path: Path) -> None:
     for slot in ("unet", "vae", "text_encoder", "text_encoder_2"):
         module = getattr(pipe, slot, None)
@@ -161,7 +166,7 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     cls = _pipeline_class(index["_class_name"], folder)
     try:
         pipe = cls.from_single_file(
-            str(path), config=str(folder), local_files_only=True, torch_dtype=dtype,
+            str(path), config=str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype),
             **_tokenizers_for(index, family), **_no_safety_checker(cls),
         )
     except _load_errors() as exc:
@@ -184,7 +189,7 @@ def load_diffusers_folder(folder: Path, *, dtype: Any = None) -> Any:
     family = "sdxl" if "XL" in cls.__name__ else "sd1"
     extra = {slot: tok for slot, tok in _tokenizers_for(index, family).items() if not (folder / slot).is_dir()}
     try:
-        pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra,
+        pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype), **extra,
                                    **_no_safety_checker(cls))
     except _load_errors() as exc:
         raise CorruptCheckpoint(folder, f"diffusers folder cannot be loaded: {exc}") from exc
@@ -200,7 +205,6 @@ _SCHEDULERS = {  # UI name -> (diffusers class, config overrides)
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "lms": ("LMSDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }

@@ -1,0 +1,355 @@
+"""Generation from local checkpoints on tiny random models of every family: round trip through the
+original single-file layout, diffusers folders, seeds, batching, cancel, progress, typed errors and
+the out-of-memory fallback chain (simulated on CPU by raising a real torch OutOfMemoryError)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gmi_desktop.core.errors import Cancelled, CorruptCheckpoint, NotACheckpoint, OutOfMemory, SettingsError
+from gmi_desktop.core.errors import UnsupportedCheckpoint
+from gmi_desktop.engine.device import DeviceChoice
+from gmi_desktop.engine.generation import (
+    FALLBACKS,
+    GenerationBackend,
+    GenerationOptions,
+    ImagesDone,
+    LoadedPipeline,
+    StepProgress,
+    image_seed,
+    plan_images,
+)
+from gmi_desktop.engine.pipelines import SCHEDULER_NAMES, make_scheduler
+from tests.support.tiny_sd import make_tiny_checkpoint, save_diffusers_folder
+
+FAST = GenerationOptions(steps=2, resolution=64, batch_size=2, device="cpu")
+PROMPTS = ["a red house", "a portrait of a cat"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two oversubscribed OpenMP threads on a shared CPU are 20x slower than one for these tiny models."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    kinds = [("sd1", "normal"), ("sd2", "normal"), ("sdxl", "normal"), ("sdxl_refiner", "normal"), ("sd1", "inpaint")]
+    return {kind: make_tiny_checkpoint(folder, *kind, seed=7) for kind in kinds}
+
+
+@pytest.fixture(scope="module")
+def sd1(checkpoints):
+    ck = checkpoints[("sd1", "normal")]
+    return GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+
+
+def _pixels(images):
+    return [np.asarray(img, dtype=np.int16) for img in images]
+
+
+def _reference_pipeline(ck):
+    """The same tiny modules assembled directly, never written to disk."""
+    import diffusers
+
+    from gmi_desktop.engine.pipelines import clip_tokenizer
+
+    parts = dict(ck.components)
+    index = json.loads((ck.config_dir / "model_index.json").read_text(encoding="utf-8"))
+    cls = getattr(diffusers, index["_class_name"])
+    scheduler_cls = getattr(diffusers, index["scheduler"][1])
+    parts["scheduler"] = scheduler_cls.from_pretrained(str(ck.config_dir), subfolder="scheduler")
+    openclip_pad = ck.family == "sd2"
+    if "text_encoder" in parts:
+        parts["tokenizer"] = clip_tokenizer("!" if openclip_pad else "<|endoftext|>")
+    if "text_encoder_2" in parts:
+        parts["tokenizer_2"] = clip_tokenizer("!")
+    if "XL" in cls.__name__:
+        parts.setdefault("text_encoder", None)
+        parts.setdefault("tokenizer", None)
+        for flag in ("requires_aesthetics_score", "force_zeros_for_empty_prompt"):
+            if flag in index:
+                parts[flag] = index[flag]
+    else:
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return cls(**parts)
+
+
+@pytest.mark.parametrize("kind", [("sd1", "normal"), ("sd2", "normal"), ("sdxl", "normal"),
+                                  ("sdxl_refiner", "normal"), ("sd1", "inpaint")])
+def test_single_file_round_trip_is_bit_identical(checkpoints, kind):
+    import torch
+
+    ck = checkpoints[kind]
+    loaded = GenerationBackend().load(ck.path, *kind, options=FAST, config_dir=ck.config_dir)
+    for slot, module in ck.components.items():
+        got = getattr(loaded.pipe, slot).state_dict()
+        want = module.state_dict()
+        assert set(got) == set(want), slot
+        different = [k for k in want if not torch.equal(got[k], want[k])]
+        assert not different, f"{slot}: {different[:3]}"
+    reference = LoadedPipeline(_reference_pipeline(ck), ck.family, ck.variant, ck.path,
+                               DeviceChoice("cpu", "float32"), FAST, 64)
+    reference.pipe.scheduler = make_scheduler(FAST.scheduler, reference.pipe.scheduler.config)
+    jobs = plan_images(PROMPTS, 1, base_seed=3)
+    prompts, seeds = [j.prompt for j in jobs], [j.seed for j in jobs]
+    got_images = _pixels(loaded.generate(prompts, seeds))
+    want_images = _pixels(reference.generate(prompts, seeds))
+    assert all(img.shape == (64, 64, 3) for img in got_images)
+    assert all(np.array_equal(a, b) for a, b in zip(got_images, want_images))
+    assert got_images[0].std() > 5  # a real picture of noise, not a constant
+
+
+def test_diffusers_folder_generates_the_same_images_as_the_single_file(checkpoints, sd1, tmp_path):
+    ck = checkpoints[("sd1", "normal")]
+    folder = save_diffusers_folder(ck.components, "sd1", "normal", tmp_path / "tiny-sd1-diffusers")
+    loaded = GenerationBackend().load(folder, "sd1", options=FAST)
+    seeds = [11, 12]
+    from_folder = _pixels(loaded.generate(PROMPTS, seeds))
+    from_file = _pixels(sd1.generate(PROMPTS, seeds))
+    assert all(np.array_equal(a, b) for a, b in zip(from_folder, from_file))
+
+
+def test_sdxl_diffusers_folder_loads_with_both_tokenizers(checkpoints, tmp_path):
+    ck = checkpoints[("sdxl", "normal")]
+    folder = save_diffusers_folder(ck.components, "sdxl", "normal", tmp_path / "tiny-sdxl-diffusers")
+    loaded = GenerationBackend().load(folder, "sdxl", options=FAST)
+    assert loaded.pipe.tokenizer_2.pad_token == "!"
+    assert len(loaded.generate(["a hill"], [5])) == 1
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(sd1):
+    first = _pixels(sd1.generate([PROMPTS[0]] * 2, [42, 43]))
+    again = _pixels(sd1.generate([PROMPTS[0]] * 2, [42, 43]))
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert np.abs(first[0] - first[1]).mean() > 5
+
+
+def test_batched_equals_one_at_a_time(sd1):
+    """Each image has its own generator: batching changes only float rounding (at most 1/255 here)."""
+    seeds = [image_seed(0, 0, j) for j in range(3)]
+    batched = _pixels(sd1.generate([PROMPTS[1]] * 3, seeds))
+    single = [_pixels(sd1.generate([PROMPTS[1]], [s]))[0] for s in seeds]
+    for a, b in zip(batched, single):
+        assert np.abs(a - b).max() <= 1
+        assert np.mean(a != b) < 0.05
+
+
+def test_seeds_depend_only_on_base_prompt_and_image_index():
+    assert image_seed(0, 0, 0) == image_seed(0, 0, 0)
+    grid = {image_seed(b, p, i) for b in range(3) for p in range(10) for i in range(10)}
+    assert len(grid) == 300
+    assert all(0 <= s < 2**63 for s in grid)
+    jobs = plan_images(["x", "y"], 3, base_seed=9)
+    assert [(j.prompt, j.prompt_index, j.image_index) for j in jobs][:4] == [("x", 0, 0), ("x", 0, 1), ("x", 0, 2), ("y", 1, 0)]
+    assert jobs[4].seed == image_seed(9, 1, 1)
+
+
+def test_cancel_after_first_step_raises_and_pipeline_stays_usable(sd1, checkpoints):
+    options = GenerationOptions(steps=3, resolution=64, batch_size=2, device="cpu")
+    ck = checkpoints[("sd1", "normal")]
+    loaded = GenerationBackend().load(ck.path, "sd1", options=options, config_dir=ck.config_dir)
+    steps: list[StepProgress] = []
+    delivered: list[ImagesDone] = []
+    with pytest.raises(Cancelled):
+        loaded.generate(PROMPTS * 2, [1, 2, 3, 4], on_step=steps.append,
+                        should_cancel=lambda: len(steps) >= 1, on_images=delivered.append)
+    assert [(p.step, p.steps) for p in steps] == [(1, 3)]
+    assert delivered == []
+    after = _pixels(loaded.generate(PROMPTS, [1, 2]))
+    fresh = _pixels(GenerationBackend().load(ck.path, "sd1", options=options, config_dir=ck.config_dir)
+                    .generate(PROMPTS, [1, 2]))
+    assert all(np.array_equal(a, b) for a, b in zip(after, fresh))
+
+
+def test_progress_reports_every_step_of_every_batch(sd1):
+    steps: list[StepProgress] = []
+    done: list[ImagesDone] = []
+    images = sd1.generate(PROMPTS + PROMPTS[:1], [1, 2, 3], on_step=steps.append, on_images=done.append)
+    assert [(p.first_image, p.batch_images, p.step) for p in steps] == [(0, 2, 1), (0, 2, 2), (2, 1, 1), (2, 1, 2)]
+    assert all(p.total_images == 3 and p.steps == 2 for p in steps)
+    assert [d.first_image for d in done] == [0, 2] and sum(len(d.images) for d in done) == len(images) == 3
+
+
+def test_generator_form_yields_progress_and_images_and_cancels_when_closed(sd1):
+    events = list(sd1.iter_generate(PROMPTS, [5, 6]))
+    assert [type(e).__name__ for e in events] == ["StepProgress", "StepProgress", "ImagesDone"]
+    direct = _pixels(sd1.generate(PROMPTS, [5, 6]))
+    assert all(np.array_equal(a, b) for a, b in zip(_pixels(events[-1].images), direct))
+
+    stream = sd1.iter_generate(PROMPTS * 3, [1, 2, 3, 4, 5, 6])
+    assert isinstance(next(stream), StepProgress)
+    stream.close()  # stops the worker thread at its next step; nothing left running
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "gmi-generate"]
+
+
+def _write_header_only(path, header: dict, data: bytes = b""):
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+def test_broken_files_give_typed_errors(checkpoints, tmp_path):
+    ck = checkpoints[("sd1", "normal")]
+    backend = GenerationBackend()
+    load = lambda p, family="sd1": backend.load(p, family, options=FAST, config_dir=ck.config_dir)  # noqa: E731
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(ck.path.read_bytes()[: ck.path.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpoint, match="truncated"):
+        load(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CorruptCheckpoint, match="not a safetensors"):
+        load(garbage)
+    lora = tmp_path / "lora.safetensors"
+    _write_header_only(lora, {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight":
+                              {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
+    with pytest.raises(NotACheckpoint, match="no Stable Diffusion UNet"):
+        load(lora)
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"\x80\x04")
+    with pytest.raises(UnsupportedCheckpoint, match="convert the file to .safetensors"):
+        load(pickle)
+    with pytest.raises(NotACheckpoint, match="no such file"):
+        load(tmp_path / "missing.safetensors")
+    with pytest.raises(NotACheckpoint, match="model_index.json"):
+        load(tmp_path)
+
+
+def test_recognised_but_incomplete_file_is_corrupt(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ck = checkpoints[("sd1", "normal")]
+    tensors = load_file(str(ck.path))
+    del tensors["model.diffusion_model.middle_block.1.proj_out.weight"]
+    broken = tmp_path / "incomplete.safetensors"
+    save_file(tensors, str(broken))
+    with pytest.raises(CorruptCheckpoint) as info:
+        GenerationBackend().load(broken, "sd1", options=FAST, config_dir=ck.config_dir)
+    assert info.value.path == broken
+
+
+def test_wrong_family_is_a_typed_error(checkpoints):
+    sd1_file = checkpoints[("sd1", "normal")].path
+    xl_config = checkpoints[("sdxl", "normal")].config_dir
+    with pytest.raises(UnsupportedCheckpoint, match="looks like SD 1.x"):
+        GenerationBackend().load(sd1_file, "sdxl", options=FAST, config_dir=xl_config)
+    sd2_config = checkpoints[("sd2", "normal")].config_dir
+    with pytest.raises(UnsupportedCheckpoint, match="not an SD 2.x"):
+        GenerationBackend().load(sd1_file, "sd2", options=FAST, config_dir=sd2_config)
+    inpaint_config = checkpoints[("sd1", "inpaint")].config_dir
+    with pytest.raises(UnsupportedCheckpoint, match="input channels"):
+        GenerationBackend().load(sd1_file, "sd1", "inpaint", options=FAST, config_dir=inpaint_config)
+    with pytest.raises(UnsupportedCheckpoint):
+        GenerationBackend().load(sd1_file, "sd2", "depth", options=FAST)
+
+
+def _inject_oom(loaded, failures: int | None):
+    """Make the UNet raise a real torch.OutOfMemoryError for its first ``failures`` calls (None: always)."""
+    import torch
+
+    unet = loaded.pipe.unet
+    real_forward = unet.forward
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if failures is None or calls["n"] <= failures:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real_forward(*args, **kwargs)
+
+    unet.forward = forward
+    return calls
+
+
+def test_out_of_memory_walks_the_fallback_chain_then_succeeds(checkpoints):
+    ck = checkpoints[("sd1", "normal")]
+    clean = _pixels(GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+                    .generate(PROMPTS, [8, 9]))
+    loaded = GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+    _inject_oom(loaded, failures=2)
+    images = _pixels(loaded.generate(PROMPTS, [8, 9]))
+    assert loaded.tried == ["attention slicing", "VAE slicing and tiling"]
+    assert loaded.pipe.vae.use_slicing and loaded.pipe.vae.use_tiling
+    for a, b in zip(images, clean):  # sliced attention is the same maths, rounded differently
+        assert np.abs(a - b).max() <= 2
+
+
+def test_out_of_memory_after_every_fallback_is_a_clear_error(checkpoints):
+    ck = checkpoints[("sd1", "normal")]
+    loaded = GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+    calls = _inject_oom(loaded, failures=None)
+    with pytest.raises(OutOfMemory) as info:
+        loaded.generate(PROMPTS, [1, 2])
+    assert info.value.tried == ["attention slicing", "VAE slicing and tiling", "one image per batch"]
+    assert calls["n"] == 4 and "64x64" in str(info.value)
+    cuda_plan = LoadedPipeline(loaded.pipe, "sd1", "normal", ck.path, DeviceChoice("cuda", "float16"), FAST, 64)
+    assert cuda_plan.fallbacks == FALLBACKS and FALLBACKS[-2:] == ("model CPU offload", "sequential CPU offload")
+
+
+def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(checkpoints):
+    ck = checkpoints[("sd1", "normal")]
+    loaded = GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+    loaded.pipe.unet.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        loaded.generate(PROMPTS[:1], [1])
+    assert loaded.tried == []
+
+
+def test_options_come_from_settings_with_native_resolution(checkpoints):
+    from gmi_desktop.store.settings import Settings
+
+    options = GenerationOptions.from_settings(Settings(), device="cpu")
+    assert (options.scheduler, options.steps, options.guidance_scale, options.batch_size) == ("dpmpp_2m", 25, 7.0, 4)
+    ck = checkpoints[("sd1", "normal")]
+    backend = GenerationBackend()
+    first = backend.load(ck.path, "sd1", settings=Settings(device="cpu", scheduler="euler_a"), config_dir=ck.config_dir)
+    assert first.resolution == 512 and type(first.pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    second = backend.load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+    assert first.pipe is None and backend.current is second  # the previous model was released
+    with pytest.raises(SettingsError, match="multiple of 8"):
+        backend.load(ck.path, "sd1", options=GenerationOptions(resolution=100, device="cpu"), config_dir=ck.config_dir)
+    with pytest.raises(SettingsError, match="unknown scheduler"):
+        backend.load(ck.path, "sd1", options=GenerationOptions(scheduler="nope", device="cpu"), config_dir=ck.config_dir)
+
+
+def test_every_scheduler_name_builds_and_keeps_the_prediction_type():
+    import diffusers
+
+    base = diffusers.DDIMScheduler.from_pretrained("resources/diffusers/sd2", subfolder="scheduler").config
+    for name in SCHEDULER_NAMES:
+        scheduler = make_scheduler(name, base)
+        assert scheduler.config.prediction_type == "v_prediction"
+        assert scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_schedulers_change_the_images_but_each_is_deterministic(checkpoints):
+    ck = checkpoints[("sd1", "normal")]
+    results = {}
+    for name in ("euler_a", "ddim"):
+        options = GenerationOptions(scheduler=name, steps=2, resolution=64, batch_size=1, device="cpu")
+        loaded = GenerationBackend().load(ck.path, "sd1", options=options, config_dir=ck.config_dir)
+        results[name] = _pixels(loaded.generate(PROMPTS[:1], [4]))[0]
+        assert np.array_equal(results[name], _pixels(loaded.generate(PROMPTS[:1], [4]))[0])
+    assert not np.array_equal(results["euler_a"], results["ddim"])
+
+
+def test_importing_the_engine_loads_no_heavy_library():
+    code = ("import sys, gmi_desktop.engine, gmi_desktop.engine.generation, gmi_desktop.engine.pipelines;"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
