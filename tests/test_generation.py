@@ -353,3 +353,16 @@ def test_importing_the_engine_loads_no_heavy_library():
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_loading_never_asks_the_hub_even_with_offline_mode_off(checkpoints, monkeypatch):
+    """With the hub allowed, any attempt to reach it would hit the conftest socket guard and fail the load."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    for kind in [("sd2", "normal"), ("sdxl", "normal")]:
+        ck = checkpoints[kind]
+        loaded = GenerationBackend().load(ck.path, *kind, options=FAST, config_dir=ck.config_dir)
+        assert len(loaded.generate(PROMPTS[:1], [3])) == 1

@@ -111,7 +111,8 @@ class _Stop(Exception):
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
-    if isinstance(exc, torch.OutOfMemoryError):
+    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    if isinstance(exc, oom_type):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 

@@ -19,6 +19,7 @@ Layout of the original files:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -315,6 +316,13 @@ def original_layout_shapes(
     ``position_ids`` buffer and, for SD 1.x/2.x, the DDPM schedule buffers. ``depth`` adds only the
     5-channel UNet input; the MiDaS ``depth_model.*`` weights of real depth checkpoints are not listed.
     """
+    return dict(_original_layout_shapes(family, variant, size, dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _original_layout_shapes(
+    family: str, variant: str, size: str, dtype: str
+) -> dict[str, tuple[tuple[int, ...], str]]:
     configs = component_configs(family, variant, size)
     shapes = diffusers_shapes(configs)
     texts = [shapes[s] for s in ("text_encoder", "text_encoder_2") if s in shapes]
