@@ -366,3 +366,22 @@ def test_loading_never_asks_the_hub_even_with_offline_mode_off(checkpoints, monk
         ck = checkpoints[kind]
         loaded = GenerationBackend().load(ck.path, *kind, options=FAST, config_dir=ck.config_dir)
         assert len(loaded.generate(PROMPTS[:1], [3])) == 1
+
+
+def test_half_precision_file_loads_as_fp32_on_cpu(checkpoints, tmp_path):
+    """Real checkpoints are mostly fp16; on the CPU they are run in fp32, values exactly the fp16 ones."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    ck = checkpoints[("sd1", "normal")]
+    half = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(ck.path)).items()}
+    path = tmp_path / "tiny-fp16.safetensors"
+    save_file(half, str(path))
+    loaded = GenerationBackend().load(path, "sd1", options=FAST, config_dir=ck.config_dir)
+    for slot in ("unet", "vae", "text_encoder"):
+        module = getattr(loaded.pipe, slot)
+        assert module.dtype == torch.float32
+        want = getattr(ck.components[slot], "state_dict")()
+        got = module.state_dict()
+        assert all(torch.equal(got[k], want[k].half().float()) for k in want if want[k].is_floating_point())
+    assert len(loaded.generate(PROMPTS[:1], [1])) == 1

@@ -138,7 +138,8 @@ def _dtype_arg(dtype: Any) -> Any:
     return None if dtype is None or str(dtype) == "torch.float32" else dtype
 
 
-def _check_loaded(pipe: Any, path: Path) -> None:
+def _check_loaded(pipe: Any, path: Path, dtype: Any) -> None:
+    """Every weight was in the file; fp16 files become fp32 where fp32 was asked for (CPU)."""
     for slot in ("unet", "vae", "text_encoder", "text_encoder_2"):
         module = getattr(pipe, slot, None)
         if module is None:
@@ -146,6 +147,8 @@ def _check_loaded(pipe: Any, path: Path) -> None:
         meta = [name for name, p in module.named_parameters() if p.is_meta]
         if meta:
             raise CorruptCheckpoint(path, f"{slot} weights are missing from the file (e.g. {meta[0]})")
+        if dtype is not None and module.dtype != dtype:
+            module.to(dtype)
 
 
 def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype: Any = None,
@@ -171,7 +174,7 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
         )
     except _load_errors() as exc:
         raise CorruptCheckpoint(path, f"cannot be loaded as {FAMILY_NAMES[family]} {variant}: {exc}") from exc
-    _check_loaded(pipe, path)
+    _check_loaded(pipe, path, dtype)
     return pipe
 
 
@@ -193,7 +196,7 @@ def load_diffusers_folder(folder: Path, *, dtype: Any = None) -> Any:
                                    **_no_safety_checker(cls))
     except _load_errors() as exc:
         raise CorruptCheckpoint(folder, f"diffusers folder cannot be loaded: {exc}") from exc
-    _check_loaded(pipe, folder)
+    _check_loaded(pipe, folder, dtype)
     return pipe
 
 
