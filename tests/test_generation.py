@@ -122,11 +122,15 @@ def test_diffusers_folder_generates_the_same_images_as_the_single_file(checkpoin
     assert all(np.array_equal(a, b) for a, b in zip(from_folder, from_file))
 
 
-def test_sdxl_diffusers_folder_loads_with_both_tokenizers(checkpoints, tmp_path):
+def test_sdxl_diffusers_folder_without_tokenizers_gets_the_shipped_ones(checkpoints, tmp_path):
+    import shutil
+
     ck = checkpoints[("sdxl", "normal")]
     folder = save_diffusers_folder(ck.components, "sdxl", "normal", tmp_path / "tiny-sdxl-diffusers")
+    shutil.rmtree(folder / "tokenizer")
+    shutil.rmtree(folder / "tokenizer_2")
     loaded = GenerationBackend().load(folder, "sdxl", options=FAST)
-    assert loaded.pipe.tokenizer_2.pad_token == "!"
+    assert loaded.pipe.tokenizer.pad_token == "<|endoftext|>" and loaded.pipe.tokenizer_2.pad_token == "!"
     assert len(loaded.generate(["a hill"], [5])) == 1
 
 

@@ -328,7 +328,7 @@ class GenerationBackend:
         path = Path(path)
         device = choose_device(options.device)
         if path.is_dir():
-            pipe = load_diffusers_folder(path, dtype=device.dtype)
+            pipe = load_diffusers_folder(path, family, dtype=device.dtype)
         else:
             pipe = load_single_file(path, family, variant, dtype=device.dtype, config_dir=config_dir,
                                     prediction_type=prediction_type)

@@ -178,8 +178,11 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     return pipe
 
 
-def load_diffusers_folder(folder: Path, *, dtype: Any = None) -> Any:
-    """A diffusers pipeline from a local diffusers folder (``model_index.json`` + component folders)."""
+def load_diffusers_folder(folder: Path, family: str | None = None, *, dtype: Any = None) -> Any:
+    """A diffusers pipeline from a local diffusers folder (``model_index.json`` + component folders).
+
+    A folder without tokenizer subfolders gets the shipped tokenizer (padded as ``family`` pads).
+    """
     folder = Path(folder)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
@@ -189,7 +192,7 @@ def load_diffusers_folder(folder: Path, *, dtype: Any = None) -> Any:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptCheckpoint(folder, f"model_index.json is unreadable: {exc}") from None
     cls = _pipeline_class(str(index.get("_class_name")), folder)
-    family = "sdxl" if "XL" in cls.__name__ else "sd1"
+    family = family or ("sdxl" if "XL" in cls.__name__ else "sd1")
     extra = {slot: tok for slot, tok in _tokenizers_for(index, family).items() if not (folder / slot).is_dir()}
     try:
         pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype), **extra,

@@ -165,14 +165,11 @@ def save_diffusers_folder(components: dict[str, Any], family: str, variant: str,
     folder = write_tiny_config_dir(Path(folder), family, variant)
     for slot, module in components.items():
         module.save_pretrained(folder / slot)
-    for tok_slot, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")):
-        if tok_slot not in json.loads((folder / "model_index.json").read_text(encoding="utf-8")):
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    pads = {"tokenizer": "!" if family == "sd2" else "<|endoftext|>", "tokenizer_2": "!"}  # OpenCLIP pads with "!"
+    for tok_slot, pad in pads.items():
+        if (index.get(tok_slot) or [None])[0] is None:
             continue
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        if index[tok_slot][0] is None:
-            continue
-        if family == "sd2":
-            pad = "!"
         shutil.copytree(tokenizer_dir(), folder / tok_slot, dirs_exist_ok=True)
         cfg_path = folder / tok_slot / "tokenizer_config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
