@@ -46,7 +46,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_sd")
-    kinds = [("sd1", "normal"), ("sd2", "normal"), ("sdxl", "normal"), ("sdxl_refiner", "normal"), ("sd1", "inpaint")]
+    kinds = [("sd1", "normal"), ("sd2", "normal"), ("sdxl", "normal"), ("sdxl_refiner", "normal"), ("sd1", "inpaint"),
+             ("sd2", "inpaint"), ("sdxl", "inpaint")]
     return {kind: make_tiny_checkpoint(folder, *kind, seed=7) for kind in kinds}
 
 
@@ -88,7 +89,8 @@ def _reference_pipeline(ck):
 
 
 @pytest.mark.parametrize("kind", [("sd1", "normal"), ("sd2", "normal"), ("sdxl", "normal"),
-                                  ("sdxl_refiner", "normal"), ("sd1", "inpaint")])
+                                  ("sdxl_refiner", "normal"), ("sd1", "inpaint"), ("sd2", "inpaint"),
+                                  ("sdxl", "inpaint")], ids=lambda k: "-".join(k))
 def test_single_file_round_trip_is_bit_identical(checkpoints, kind):
     import torch
 

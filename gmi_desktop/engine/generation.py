@@ -247,10 +247,12 @@ class LoadedPipeline:
             try:
                 new = self._run_batch(first, prompts[batch], seeds[batch], len(prompts), on_step, should_cancel)
             except _Stop:
+                self.pipe.maybe_free_model_hooks()  # what diffusers does at the end of a normal run
                 raise Cancelled("generation cancelled") from None
             except RuntimeError as exc:
                 if not _is_oom(exc):
                     raise
+                self.pipe.maybe_free_model_hooks()
                 release_memory()
                 if not self._next_fallback():
                     raise OutOfMemory(f"generating {self.resolution}x{self.resolution} images with {self.source.name}",
