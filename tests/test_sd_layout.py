@@ -15,6 +15,7 @@ from tests.support.sd_layout import (
     diffusers_shapes,
     diffusers_to_original,
     original_layout_shapes,
+    write_sparse_checkpoint,
 )
 
 KINDS = [("sd1", "normal"), ("sd1", "inpaint"), ("sd2", "normal"), ("sd2", "inpaint"), ("sd2", "depth"),
@@ -186,3 +187,40 @@ def test_shipped_tokenizer_matches_open_clip_tokenization():
         ids = tokenizer(text).input_ids
         want = [int(t) for t in reference([text])[0] if int(t) != 0]
         assert ids == want
+
+
+def test_sparse_full_size_file_is_a_valid_safetensors_of_the_real_size(tmp_path):
+    from safetensors import safe_open
+
+    from gmi_desktop.engine.pipelines import check_family, read_safetensors_header
+
+    shapes = original_layout_shapes("sdxl")
+    path = tmp_path / "sdxl-sparse.safetensors"
+    size = write_sparse_checkpoint(path, shapes, {"modelspec.architecture": "stable-diffusion-xl-v1-base"})
+    assert path.stat().st_size == size > 6_900_000_000  # 3.5 G parameters in fp16
+    with safe_open(str(path), "pt") as fh:
+        assert set(fh.keys()) == set(shapes)
+        assert fh.metadata()["modelspec.architecture"] == "stable-diffusion-xl-v1-base"
+        key = "conditioner.embedders.1.model.text_projection"
+        assert tuple(fh.get_slice(key).get_shape()) == shapes[key][0] == (1280, 1280)
+    header = read_safetensors_header(path)
+    unet = json.loads((config_dir("sdxl") / "unet" / "config.json").read_text(encoding="utf-8"))
+    check_family(path, header, "sdxl", unet)  # the production family check accepts the real layout
+
+
+def _header(family, variant="normal"):
+    return {k: {"dtype": dt, "shape": list(shape)} for k, (shape, dt) in original_layout_shapes(family, variant).items()}
+
+
+@pytest.mark.parametrize("family,variant", [k for k in KINDS if k[1] != "depth"])
+def test_production_family_check_accepts_only_the_matching_full_size_layout(family, variant, tmp_path):
+    from gmi_desktop.core.errors import UnsupportedCheckpoint
+    from gmi_desktop.engine.pipelines import check_family
+
+    for other_family, other_variant in [k for k in KINDS if k[1] != "depth"]:
+        unet = json.loads((config_dir(other_family, other_variant) / "unet" / "config.json").read_text(encoding="utf-8"))
+        if (other_family, other_variant) == (family, variant):
+            check_family(tmp_path, _header(family, variant), other_family, unet)
+        else:
+            with pytest.raises(UnsupportedCheckpoint):
+                check_family(tmp_path, _header(family, variant), other_family, unet)
