@@ -124,6 +124,16 @@ def test_diffusers_folder_generates_the_same_images_as_the_single_file(checkpoin
     assert all(np.array_equal(a, b) for a, b in zip(from_folder, from_file))
 
 
+def test_diffusers_folder_with_a_missing_component_is_corrupt(checkpoints, tmp_path):
+    import shutil
+
+    ck = checkpoints[("sd1", "normal")]
+    folder = save_diffusers_folder(ck.components, "sd1", "normal", tmp_path / "tiny-sd1-broken")
+    shutil.rmtree(folder / "unet")
+    with pytest.raises(CorruptCheckpoint, match="diffusers folder cannot be loaded"):
+        GenerationBackend().load(folder, "sd1", options=FAST)
+
+
 def test_sdxl_diffusers_folder_without_tokenizers_gets_the_shipped_ones(checkpoints, tmp_path):
     import shutil
 

@@ -21,7 +21,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from gmi_desktop.core.errors import CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint
+from gmi_desktop.core.errors import CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint, UserInputError
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
 
 UNET = "model.diffusion_model."
@@ -165,7 +165,11 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     folder = Path(config_dir) if config_dir is not None else shipped_config_dir(family, variant, prediction_type)
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    check_family(path, read_safetensors_header(path), family, unet_config)
+    try:
+        header = read_safetensors_header(path)
+    except OSError as exc:
+        raise UserInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    check_family(path, header, family, unet_config)
     cls = _pipeline_class(index["_class_name"], folder)
     try:
         pipe = cls.from_single_file(
