@@ -166,8 +166,9 @@ class Specification:
         """Pairwise squared distances of ``Z`` (N x N, float64): query-independent and
         gamma-independent, so ``K = exp(-gamma * D2)`` is one elementwise call."""
         z = self.image_features.astype(np.float64)
-        diff = z[:, None, :] - z[None, :, :]
-        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        sq = (z * z).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
+        np.fill_diagonal(d2, 0.0)
         d2.setflags(write=False)
         return d2
 
