@@ -53,7 +53,8 @@ def _as_matrix(value: Any, name: str, error: type, path: Any = None, allow_vecto
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise error(path, f"{name} must be a non-empty 2-D array, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         raise error(path, f"{name} contains NaN or infinite values (or values too large for float32)")
     out.setflags(write=False)
