@@ -55,7 +55,9 @@ DEFAULT_TEMPERATURE = 0.05
 DEFAULT_REDUCED_SIZE = 1
 
 
-def prompt_coefficients(cos: np.ndarray, weighting: str = DEFAULT_WEIGHTING, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+def prompt_coefficients(
+    cos: np.ndarray, weighting: str = DEFAULT_WEIGHTING, temperature: float = DEFAULT_TEMPERATURE
+) -> np.ndarray:
     """Coefficients ``alpha`` of ``k(z_i, .)`` from cosines ``cos`` (prompts on the last axis)."""
     cos = np.asarray(cos, dtype=np.float64)
     n = cos.shape[-1]
