@@ -382,7 +382,8 @@ class SpecIndex:
         prepared: PreparedQuery | None = None,
     ) -> np.ndarray:
         """Scores of all models (input order, ascending = better) for ``method`` in :data:`METHODS`.
-        ``proposal`` with a text-only requirement uses the text-only score."""
+        ``proposal`` with a text-only requirement uses the text-only score; ``prepared`` (from
+        :meth:`prepare_image` on the same images) skips the image step of the proposal."""
         if method == "download":
             return self._download.copy()
         if method == "proposal":
