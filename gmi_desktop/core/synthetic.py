@@ -1,0 +1,190 @@
+"""A seeded synthetic feature world that behaves like CLIP features of Stable Diffusion models.
+
+Used to demonstrate the benchmark without real features and to choose the default prompt
+weighting by evidence (docs/evaluation.md). The generative story:
+
+- prompts belong to *topics*; a prompt's *content* is ``normalise(topic centre + detail)``;
+- its text feature is ``normalise(text_common + A @ content + noise)`` — correlated with the
+  content through a fixed random map ``A``, and anisotropic like CLIP text features (unrelated
+  prompts still have a cosine of about 0.5);
+- every model has a global *style* plus a topic-specific style (how it renders that topic; the
+  interplay between prompt and image of Example 2.1), and its image feature for a prompt is
+  ``normalise(image_common + content + style + topic_style + noise)`` (unit norm, like CLIP);
+- a task image is made by one model from a *held-out* prompt (never in a spec prompt set), with
+  a pseudo-prompt that is a noisy version of that prompt's text feature (the interrogator);
+- optional "pixel" features (for RKME-Basic) are a fixed random non-linear map of the image
+  feature drowned in noise, and models have Zipf-like download counts (for Download).
+
+Scenario ``own_prompts=True`` is A.5: each model's developer supplies their own prompt set,
+drawn mostly from the model's favourite topics, so some models' prompt sets resemble a query
+far more than others' — a model must not win from its prompts alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gmi_desktop.core.evaluation import TaskSet
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    n_models: int = 16
+    n_topics: int = 8
+    n_spec_prompts: int = 55
+    n_task_prompts: int = 18
+    n_seeds: int = 10
+    dim: int = 128
+    text_dim: int = 96
+    pixel_dim: int = 48
+    detail: float = 0.8
+    image_common: float = 0.9
+    text_common: float = 1.0
+    style: float = 0.12
+    topic_style: float = 0.16
+    image_noise: float = 0.55
+    text_noise: float = 0.3
+    pseudo_prompt_noise: float = 0.6
+    pixel_noise: float = 3.0
+    own_prompts: bool = False
+    favourite_topics: int = 2
+    favourite_share: float = 0.85
+
+
+@dataclass(frozen=True)
+class SyntheticWorld:
+    """Spec arrays per model (``(M, N, ...)``), the tasks, and what made them."""
+
+    config: WorldConfig
+    seed: int
+    model_ids: tuple[str, ...]
+    spec_prompts: tuple[tuple[str, ...], ...]
+    spec_image_features: np.ndarray  # (M, N, D) float32
+    spec_prompt_features: np.ndarray  # (M, N, Dt) float32
+    spec_pixel_features: np.ndarray  # (M, N, P) float32
+    popularity: np.ndarray  # (M,) download counts
+    tasks: TaskSet
+    task_prompts: tuple[str, ...]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _gauss_unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return _unit(rng.standard_normal(shape))
+
+
+class _Generator:
+    def __init__(self, cfg: WorldConfig, seed: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        rng, d = self.rng, cfg.dim
+        self.topics = _gauss_unit(rng, cfg.n_topics, d)
+        self.image_common = _gauss_unit(rng, d)
+        self.text_common = _gauss_unit(rng, cfg.text_dim)
+        self.text_map = rng.standard_normal((cfg.text_dim, d)) / np.sqrt(d)
+        self.pixel_map = rng.standard_normal((cfg.pixel_dim, d)) * 2.0
+        self.style = _gauss_unit(rng, cfg.n_models, d)
+        self.topic_style = _gauss_unit(rng, cfg.n_models, cfg.n_topics, d)
+        self.n_made = 0
+
+    def prompts(self, topics: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Content (n, D), text features (n, Dt) and names of new, distinct prompts."""
+        cfg, rng = self.cfg, self.rng
+        content = _unit(self.topics[topics] + cfg.detail * _gauss_unit(rng, len(topics), cfg.dim))
+        text = self.text_map @ content.T
+        text = text.T / np.linalg.norm(text, axis=0)[:, None]
+        noise = cfg.text_noise * _gauss_unit(rng, len(topics), cfg.text_dim)
+        text = _unit(cfg.text_common * self.text_common + text + noise)
+        names = tuple(f"prompt {self.n_made + i} (topic {t})" for i, t in enumerate(topics.tolist()))
+        self.n_made += len(topics)
+        return content, text, names
+
+    def images(self, model: int, content: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        noise = cfg.image_noise * _gauss_unit(self.rng, len(topics), cfg.dim)
+        raw = (
+            cfg.image_common * self.image_common
+            + content
+            + cfg.style * self.style[model]
+            + cfg.topic_style * self.topic_style[model, topics]
+            + noise
+        )
+        return _unit(raw)
+
+    def pixels(self, images: np.ndarray) -> np.ndarray:
+        clean = np.tanh(images @ self.pixel_map.T)
+        return clean + self.cfg.pixel_noise * self.rng.standard_normal(clean.shape)
+
+    def pseudo_prompts(self, text: np.ndarray) -> np.ndarray:
+        noise = self.cfg.pseudo_prompt_noise * _gauss_unit(self.rng, text.shape[0], text.shape[1])
+        return _unit(text + noise)
+
+    def spec_topics(self, model: int) -> np.ndarray:
+        cfg, rng = self.cfg, self.rng
+        if not cfg.own_prompts:
+            return np.arange(cfg.n_spec_prompts) % cfg.n_topics
+        favourites = rng.choice(cfg.n_topics, size=cfg.favourite_topics, replace=False)
+        n_fav = int(round(cfg.favourite_share * cfg.n_spec_prompts))
+        fav = favourites[np.arange(n_fav) % len(favourites)]
+        other = rng.integers(0, cfg.n_topics, size=cfg.n_spec_prompts - n_fav)
+        return np.concatenate([fav, other])
+
+
+def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) -> SyntheticWorld:
+    """Generate a world; the same ``seed`` and config always give bit-identical arrays."""
+    cfg = replace(config or WorldConfig(), **overrides)
+    if cfg.n_models < 2 or cfg.n_spec_prompts < 1 or cfg.n_task_prompts < 1 or cfg.n_seeds < 1:
+        raise ValueError("a world needs >= 2 models, >= 1 spec prompt, task prompt and seed")
+    gen = _Generator(cfg, seed)
+    m_ids = tuple(f"synthetic-{seed}-model-{m:02d}" for m in range(cfg.n_models))
+
+    shared = None if cfg.own_prompts else gen.prompts(gen.spec_topics(0))
+    shared_topics = None if cfg.own_prompts else gen.spec_topics(0)
+    z, q, px, names = [], [], [], []
+    for m in range(cfg.n_models):
+        if shared is None:
+            topics = gen.spec_topics(m)
+            content, text, prompt_names = gen.prompts(topics)
+        else:
+            topics, (content, text, prompt_names) = shared_topics, shared
+        images = gen.images(m, content, topics)
+        z.append(images)
+        q.append(text)
+        px.append(gen.pixels(images))
+        names.append(prompt_names)
+
+    task_topics = np.arange(cfg.n_task_prompts) % cfg.n_topics
+    t_content, t_text, t_names = gen.prompts(task_topics)
+    rows_img, rows_q, rows_px, rows_true = [], [], [], []
+    for m in range(cfg.n_models):
+        for _seed in range(cfg.n_seeds):  # order (model, seed, prompt): a group mixes prompts
+            images = gen.images(m, t_content, task_topics)
+            rows_img.append(images)
+            rows_px.append(gen.pixels(images))
+            rows_q.append(gen.pseudo_prompts(t_text))
+            rows_true.append(np.full(cfg.n_task_prompts, m))
+    true = np.concatenate(rows_true).astype(np.int64)
+    tasks = TaskSet(
+        image_features=np.concatenate(rows_img).astype(np.float32),
+        prompt_features=np.concatenate(rows_q).astype(np.float32),
+        true_model=true,
+        pixel_features=np.concatenate(rows_px).astype(np.float32),
+        group=true.copy(),
+    )
+    popularity = np.round(1e5 / (1 + gen.rng.permutation(cfg.n_models))).astype(np.int64)
+    return SyntheticWorld(
+        config=cfg,
+        seed=seed,
+        model_ids=m_ids,
+        spec_prompts=tuple(names),
+        spec_image_features=np.stack(z).astype(np.float32),
+        spec_prompt_features=np.stack(q).astype(np.float32),
+        spec_pixel_features=np.stack(px).astype(np.float32),
+        popularity=popularity,
+        tasks=tasks,
+        task_prompts=t_names,
+    )
