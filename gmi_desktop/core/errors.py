@@ -91,3 +91,10 @@ class OutOfMemory(GMIError):
             f"out of memory while {what}{tried_txt}; close other GPU programs, lower the "
             "resolution or batch size, or switch the device to CPU in the settings"
         )
+
+
+class RequirementError(UserInputError):
+    """A query (requirement) cannot be scored: wrong shapes, missing features for the method,
+    or features from another encoder than the specifications'."""
+
+    default_hint = "encode the query with the same encoder as the specifications"
