@@ -22,11 +22,13 @@ far more than others' — a model must not win from its prompts alone.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gmi_desktop.core.evaluation import TaskSet
+from gmi_desktop.core.spec import Specification, SpecRecipe, prompt_set_digest
 
 
 @dataclass(frozen=True)
@@ -188,3 +190,34 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
         tasks=tasks,
         task_prompts=t_names,
     )
+
+
+def synthetic_encoder_id(config: WorldConfig) -> str:
+    return f"synthetic-clip-d{config.dim}-t{config.text_dim}"
+
+
+def world_specifications(world: SyntheticWorld) -> list[Specification]:
+    """One :class:`Specification` per synthetic model, in model-index order."""
+    cfg = world.config
+    specs = []
+    for m, model_id in enumerate(world.model_ids):
+        prompts = world.spec_prompts[m]
+        recipe = SpecRecipe(
+            checkpoint_sha256=hashlib.sha256(model_id.encode()).hexdigest(),
+            encoder_id=synthetic_encoder_id(cfg),
+            prompt_set_digest=prompt_set_digest(prompts),
+            generation={"synthetic_world_seed": world.seed, "own_prompts": cfg.own_prompts},
+        )
+        specs.append(
+            Specification(
+                model_id=model_id,
+                image_features=world.spec_image_features[m],
+                prompt_features=world.spec_prompt_features[m],
+                prompts=prompts,
+                recipe=recipe,
+                display_name=f"Synthetic model {m:02d}",
+                pixel_features=world.spec_pixel_features[m],
+                popularity=float(world.popularity[m]),
+            )
+        )
+    return specs
