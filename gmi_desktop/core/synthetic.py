@@ -12,7 +12,7 @@ weighting by evidence (docs/evaluation.md). The generative story:
   ``normalise(image_common + content + style + topic_style + noise)`` (unit norm, like CLIP);
 - a task image is made by one model from a *held-out* prompt (never in a spec prompt set), with
   a pseudo-prompt that is a noisy version of that prompt's text feature (the interrogator);
-- optional "pixel" features (for RKME-Basic) are a fixed random non-linear map of the image
+- "pixel" features in [0, 1] (for RKME-Basic) are a fixed random non-linear map of the image
   feature drowned in noise, and models have Zipf-like download counts (for Download).
 
 Scenario ``own_prompts=True`` is A.5: each model's developer supplies their own prompt set,
@@ -49,7 +49,7 @@ class WorldConfig:
     image_noise: float = 0.55
     text_noise: float = 0.3
     pseudo_prompt_noise: float = 0.6
-    pixel_noise: float = 3.0
+    pixel_noise: float = 0.5
     own_prompts: bool = False
     favourite_topics: int = 2
     favourite_share: float = 0.85
@@ -118,8 +118,9 @@ class _Generator:
         return _unit(raw)
 
     def pixels(self, images: np.ndarray) -> np.ndarray:
-        clean = np.tanh(images @ self.pixel_map.T)
-        return clean + self.cfg.pixel_noise * self.rng.standard_normal(clean.shape)
+        clean = 0.5 + 0.25 * np.tanh(images @ self.pixel_map.T)
+        noisy = clean + self.cfg.pixel_noise * self.rng.standard_normal(clean.shape)
+        return np.clip(noisy, 0.0, 1.0)
 
     def pseudo_prompts(self, text: np.ndarray) -> np.ndarray:
         noise = self.cfg.pseudo_prompt_noise * _gauss_unit(self.rng, text.shape[0], text.shape[1])
