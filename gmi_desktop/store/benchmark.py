@@ -128,6 +128,11 @@ def load_benchmark(folder: str | os.PathLike[str]) -> Benchmark:
             + (f"; {why}" if why else "")
         )
     specs = [found[m] for m in ids]
+    for spec in specs[1:]:
+        if (spec.image_features.shape[1], spec.prompt_features.shape[1]) != (
+            specs[0].image_features.shape[1], specs[0].prompt_features.shape[1]
+        ):
+            raise BenchmarkFormatError(folder, f"model {spec.model_id!r} has other feature widths than {ids[0]!r}")
     tasks, prompts = _read_tasks(folder / manifest.get("tasks_file", TASKS_FILE), ids, specs)
     return Benchmark(folder, specs, tasks, manifest, prompts, list(store.skipped))
 
