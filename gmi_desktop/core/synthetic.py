@@ -15,9 +15,11 @@ weighting by evidence (docs/evaluation.md). The generative story:
 - "pixel" features in [0, 1] (for RKME-Basic) are a fixed random non-linear map of the image
   feature drowned in noise, and models have Zipf-like download counts (for Download).
 
-Scenario ``own_prompts=True`` is A.5: each model's developer supplies their own prompt set,
-drawn mostly from the model's favourite topics, so some models' prompt sets resemble a query
-far more than others' — a model must not win from its prompts alone.
+Scenario ``own_prompts=True`` is A.5: each model's developer adds ``n_own_prompts`` prompts of
+their own, from the model's favourite topics, in place of as many default prompts (the model
+keeps the first ``n_spec_prompts - n_own_prompts`` default prompts). Some models' prompt sets then
+resemble a query far more than others' — a model must not win from its prompts alone;
+:func:`prompt_driven_share` measures how often a method's mistakes go to such models.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class WorldConfig:
     pixel_noise: float = 0.5
     own_prompts: bool = False
     favourite_topics: int = 2
-    favourite_share: float = 0.85
+    n_own_prompts: int = 20
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class SyntheticWorld:
     popularity: np.ndarray  # (M,) download counts
     tasks: TaskSet
     task_prompts: tuple[str, ...]
+    task_topics: np.ndarray  # (K,) topic of each task image's prompt
+    favourites: np.ndarray  # (M, favourite_topics) topics of each model's own prompts (A.5)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -126,15 +130,9 @@ class _Generator:
         noise = self.cfg.pseudo_prompt_noise * _gauss_unit(self.rng, text.shape[0], text.shape[1])
         return _unit(text + noise)
 
-    def spec_topics(self, model: int) -> np.ndarray:
-        cfg, rng = self.cfg, self.rng
-        if not cfg.own_prompts:
-            return np.arange(cfg.n_spec_prompts) % cfg.n_topics
-        favourites = rng.choice(cfg.n_topics, size=cfg.favourite_topics, replace=False)
-        n_fav = int(round(cfg.favourite_share * cfg.n_spec_prompts))
-        fav = favourites[np.arange(n_fav) % len(favourites)]
-        other = rng.integers(0, cfg.n_topics, size=cfg.n_spec_prompts - n_fav)
-        return np.concatenate([fav, other])
+    def favourite_topics(self) -> np.ndarray:
+        cfg = self.cfg
+        return np.stack([self.rng.choice(cfg.n_topics, cfg.favourite_topics, replace=False) for _ in range(cfg.n_models)])
 
 
 def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) -> SyntheticWorld:
@@ -145,15 +143,19 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
     gen = _Generator(cfg, seed)
     m_ids = tuple(f"synthetic-{seed}-model-{m:02d}" for m in range(cfg.n_models))
 
-    shared = None if cfg.own_prompts else gen.prompts(gen.spec_topics(0))
-    shared_topics = None if cfg.own_prompts else gen.spec_topics(0)
+    n_own = min(cfg.n_own_prompts, cfg.n_spec_prompts - 1) if cfg.own_prompts else 0
+    default_topics = np.arange(cfg.n_spec_prompts - n_own) % cfg.n_topics
+    default = gen.prompts(default_topics)
+    favourites = gen.favourite_topics()
     z, q, px, names = [], [], [], []
     for m in range(cfg.n_models):
-        if shared is None:
-            topics = gen.spec_topics(m)
-            content, text, prompt_names = gen.prompts(topics)
-        else:
-            topics, (content, text, prompt_names) = shared_topics, shared
+        topics, (content, text, prompt_names) = default_topics, default
+        if n_own:
+            own_topics = favourites[m][np.arange(n_own) % cfg.favourite_topics]
+            own = gen.prompts(own_topics)
+            topics = np.concatenate([default_topics, own_topics])
+            content, text = np.concatenate([content, own[0]]), np.concatenate([text, own[1]])
+            prompt_names = prompt_names + own[2]
         images = gen.images(m, content, topics)
         z.append(images)
         q.append(text)
@@ -190,6 +192,8 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
         popularity=popularity,
         tasks=tasks,
         task_prompts=t_names,
+        task_topics=np.tile(task_topics, cfg.n_models * cfg.n_seeds),
+        favourites=favourites,
     )
 
 
@@ -222,3 +226,19 @@ def world_specifications(world: SyntheticWorld) -> list[Specification]:
             )
         )
     return specs
+
+
+def prompt_driven_share(world: SyntheticWorld, predicted: np.ndarray, queries: list[np.ndarray]) -> tuple[float, float]:
+    """Among wrong top-1 predictions, the share that went to a model whose own prompts (A.5) are
+    about the query's topic, and the share expected if mistakes ignored prompts (uniform over the
+    wrong models). A method that lets prompt sets win on their own scores far above the baseline."""
+    wrong = hits = expected = 0.0
+    for pred, rows in zip(np.asarray(predicted).tolist(), queries):
+        true, topic = int(world.tasks.true_model[rows[0]]), int(world.task_topics[rows[0]])
+        if pred == true:
+            continue
+        fav = np.any(world.favourites == topic, axis=1)
+        wrong += 1
+        hits += bool(fav[pred])
+        expected += (fav.sum() - fav[true]) / (len(fav) - 1)
+    return (hits / wrong, expected / wrong) if wrong else (0.0, 0.0)
