@@ -53,7 +53,8 @@ def _as_matrix(value: Any, name: str, error: type, path: Any = None, allow_vecto
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise error(path, f"{name} must be a non-empty 2-D array, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         raise error(path, f"{name} contains NaN or infinite values (or values too large for float32)")
     out.setflags(write=False)
@@ -166,8 +167,9 @@ class Specification:
         """Pairwise squared distances of ``Z`` (N x N, float64): query-independent and
         gamma-independent, so ``K = exp(-gamma * D2)`` is one elementwise call."""
         z = self.image_features.astype(np.float64)
-        diff = z[:, None, :] - z[None, :, :]
-        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        sq = (z * z).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
+        np.fill_diagonal(d2, 0.0)
         d2.setflags(write=False)
         return d2
 
