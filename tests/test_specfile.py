@@ -230,11 +230,22 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert load_spec(path).model_id == "model-1"
 
 
-def test_store_index_scores_all_models(tmp_path):
-    index_mod = pytest.importorskip("gmi_desktop.core.index")
+def test_store_index_scores_all_models_in_one_pass(tmp_path):
+    from gmi_desktop.core.index import SpecIndex
+    from gmi_desktop.core.scores import score_proposal
+    from gmi_desktop.core.spec import Requirement
+
     store = SpecStore.open(tmp_path)
-    for s in range(4):
-        store.save(make_spec(s))
+    originals = [make_spec(s) for s in range(4)]
+    for spec in originals:
+        store.save(spec)
     store.reload()
-    index = store.index()
-    assert isinstance(index, index_mod.SpecIndex)
+    index = store.index(gamma=1.5)
+    assert isinstance(index, SpecIndex) and index.model_ids == tuple(s.model_id for s in originals)
+    rng = np.random.default_rng(9)
+    req = Requirement(image_features=rng.standard_normal(8), prompt_features=rng.standard_normal(5))
+    loaded_scores = index.score(req, "proposal", weighting="paper")
+    direct = [score_proposal(s, req, 1.5, weighting="paper") for s in originals]
+    np.testing.assert_allclose(loaded_scores, direct, rtol=1e-5)
+    with pytest.raises(SpecFormatError):
+        SpecStore.open(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path).index()

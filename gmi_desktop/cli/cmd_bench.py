@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (with --synthetic)")
     p.add_argument("--own-prompts", action="store_true", help="synthetic: each model has its own prompt set (A.5)")
     p.add_argument("--seeds", default="0-9", help="world seeds of the weighting study, e.g. 0-9 or 0,3,5")
+    p.add_argument("--gammas", type=float, nargs="+", metavar="G",
+                   help="weighting study: gammas to average over (default: --gamma or the core default)")
     p.set_defaults(func=run)
 
 
@@ -77,8 +79,8 @@ def _bench(args) -> int:
     gamma = DEFAULT_GAMMA if args.gamma is None else args.gamma
     if not gamma > 0:
         raise UserInputError(None, f"--gamma must be > 0, got {gamma}")
-    _progress(f"loading {args.features_dir} ...")
     bench = load_benchmark(args.features_dir)
+    _progress(f"loaded {len(bench.specs)} specifications and {bench.tasks.n_images} task images from {args.features_dir}")
     for skipped in bench.skipped:
         _progress(str(skipped))
     report = run_benchmark(
@@ -135,8 +137,10 @@ def _weighting_study(args) -> int:
     from gmi_desktop.core.kernels import DEFAULT_GAMMA
     from gmi_desktop.services.weighting_study import run_weighting_study, study_markdown
 
-    gamma = DEFAULT_GAMMA if args.gamma is None else args.gamma
-    study = run_weighting_study(_parse_seeds(args.seeds), gamma=gamma, progress=_progress)
+    gammas = args.gammas or [DEFAULT_GAMMA if args.gamma is None else args.gamma]
+    if not all(g > 0 for g in gammas):
+        raise UserInputError(None, "gammas must be > 0")
+    study = run_weighting_study(_parse_seeds(args.seeds), gammas=gammas, progress=_progress)
     text = study_markdown(study)
     if args.out:
         from gmi_desktop.store.atomic import atomic_write_bytes

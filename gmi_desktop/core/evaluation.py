@@ -124,6 +124,7 @@ class EvaluationResult:
     topk: dict[int, float]
     average_rank: float
     confusion: np.ndarray
+    predicted: np.ndarray
     gamma: float | None = None
     weighting: str | None = None
     model_ids: tuple[str, ...] = ()
@@ -136,6 +137,7 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["ranks"] = self.ranks.astype(int).tolist()
+        data["predicted"] = self.predicted.astype(int).tolist()
         data["confusion"] = self.confusion.astype(int).tolist()
         data["topk"] = {str(k): v for k, v in self.topk.items()}
         data["model_ids"] = list(self.model_ids)
@@ -155,6 +157,7 @@ def evaluate_scores(
     """All metrics from a (queries, models) score matrix and the true model of each query."""
     scores = np.asarray(scores, dtype=np.float64)
     ranks = ranks_of_true(scores, true_model)
+    predicted = top1_predictions(scores)
     n_models = scores.shape[1]
     return EvaluationResult(
         method=method,
@@ -164,7 +167,8 @@ def evaluate_scores(
         ranks=ranks,
         topk=topk_accuracy(ranks),
         average_rank=float(np.mean(ranks)) if len(ranks) else float("nan"),
-        confusion=confusion_matrix(true_model, top1_predictions(scores), n_models),
+        confusion=confusion_matrix(true_model, predicted, n_models),
+        predicted=predicted,
         gamma=gamma,
         weighting=weighting,
         model_ids=tuple(model_ids),

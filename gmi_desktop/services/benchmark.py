@@ -20,7 +20,6 @@ from gmi_desktop.core.evaluation import (
     TaskSet,
     evaluate_scores,
     gamma_grid,
-    gamma_sweep,
 )
 from gmi_desktop.core.index import SpecIndex
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
@@ -99,24 +98,34 @@ def build_requirements(tasks: TaskSet, images_per_query: int, with_pixels: bool)
     return reqs, true
 
 
-def score_all(index: SpecIndex, reqs: Sequence[Requirement], method: str, gamma: float) -> np.ndarray:
-    """(queries, models) score matrix of one method."""
-    base, weighting = split_method(method)
-    kwargs = {"method": base, "gamma": gamma}
-    if weighting:
-        kwargs["weighting"] = weighting
-    return np.stack([np.asarray(index.score(r, **kwargs), dtype=np.float64) for r in reqs])
+def score_methods(index: SpecIndex, reqs: Sequence[Requirement], methods: Sequence[str]) -> dict[str, np.ndarray]:
+    """(queries, models) score matrices of several methods; each query image is prepared once
+    for all proposal weightings (the image term does not depend on the weighting)."""
+    rows: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    proposals = [m for m in methods if split_method(m)[0] == "proposal"]
+    for req in reqs:
+        prepared = index.prepare_image(req) if proposals else None
+        for method in methods:
+            base, weighting = split_method(method)
+            if base == "proposal":
+                scores = index.score(req, "proposal", weighting=weighting, prepared=prepared)
+            else:
+                scores = index.score(req, base.replace("-", "_"))
+            rows[method].append(np.asarray(scores, dtype=np.float64))
+    return {m: np.stack(r) for m, r in rows.items()}
 
 
-def evaluate_method(index: SpecIndex, reqs, true, method: str, gamma: float, images_per_query: int,
-                    model_ids: Sequence[str]) -> EvaluationResult:
-    scores = score_all(index, reqs, method, gamma)
-    base, weighting = split_method(method)
-    uses_gamma = base != "download"
-    return evaluate_scores(
-        scores, true, method=method, images_per_query=images_per_query,
-        gamma=gamma if uses_gamma else None, weighting=weighting, model_ids=model_ids,
-    )
+def evaluate_methods(index: SpecIndex, reqs, true, methods: Sequence[str], images_per_query: int,
+                     model_ids: Sequence[str]) -> list[EvaluationResult]:
+    matrices = score_methods(index, reqs, methods)
+    out = []
+    for method in methods:
+        base, weighting = split_method(method)
+        out.append(evaluate_scores(
+            matrices[method], true, method=method, images_per_query=images_per_query,
+            gamma=None if base == "download" else index.gamma, weighting=weighting, model_ids=model_ids,
+        ))
+    return out
 
 
 def has_pixels(specs: Sequence[Specification], tasks: TaskSet) -> bool:
@@ -142,23 +151,22 @@ def run_benchmark(
     if "rkme-basic" in chosen and not pixels:
         chosen = tuple(m for m in chosen if m != "rkme-basic")
         notes.append("rkme-basic left out: the benchmark has no pixel features")
-    index = SpecIndex.from_specs(specs)
+    index = SpecIndex(specs, gamma=gamma)
     model_ids = tuple(s.model_id for s in specs)
     reqs, true = build_requirements(tasks, images_per_query, pixels and "rkme-basic" in chosen)
-    say(f"{len(specs)} models, {len(reqs)} queries of {images_per_query} image(s)")
-    results = []
-    for method in chosen:
-        say(f"scoring {method} ...")
-        results.append(evaluate_method(index, reqs, true, method, gamma, images_per_query, model_ids))
+    say(f"{len(specs)} models, {len(reqs)} queries of {images_per_query} image(s), gamma {gamma:g}")
+    say("scoring " + ", ".join(chosen) + " ...")
+    results = evaluate_methods(index, reqs, true, chosen, images_per_query, model_ids)
     if sweep_methods is None:
         sweep_methods = [m for m in ("rkme-clip", f"proposal:{DEFAULT_WEIGHTING}") if m in chosen]
     grid = tuple(sweep_gammas) if sweep_gammas else gamma_grid(tasks.image_features)
-    sweeps = {}
-    for method in sweep_methods:
-        say(f"gamma sweep of {method} over {len(grid)} values ...")
-        sweeps[method] = gamma_sweep(
-            lambda g, m=method: evaluate_method(index, reqs, true, m, g, images_per_query, model_ids), grid
-        )
+    sweeps: dict[str, list[GammaPoint]] = {m: [] for m in sweep_methods}
+    if sweep_methods:
+        say(f"gamma sweep of {', '.join(sweep_methods)} over {len(grid)} values ...")
+    for g in grid if sweep_methods else ():
+        swept = evaluate_methods(SpecIndex(specs, gamma=g), reqs, true, sweep_methods, images_per_query, model_ids)
+        for res in swept:
+            sweeps[res.method].append(GammaPoint(float(g), res.topk[1], res.topk[4], res.average_rank))
     return BenchmarkReport(model_ids, tasks.n_images, images_per_query, gamma, results, sweeps, notes)
 
 
@@ -190,5 +198,5 @@ def display_name(method: str) -> str:
 
 __all__ = [
     "ALL_METHODS", "BASELINES", "BenchmarkReport", "PAPER_GAMMA_GRID", "UnknownMethod", "build_requirements",
-    "display_name", "markdown_table", "parse_methods", "run_benchmark", "score_all",
+    "display_name", "evaluate_methods", "markdown_table", "parse_methods", "run_benchmark", "score_methods",
 ]

@@ -225,4 +225,4 @@ class SpecStore:
 
         if not self.specs:
             raise SpecFormatError(self.folder, "no usable specification in this folder")
-        return SpecIndex.from_specs(self.specs, **kwargs)
+        return SpecIndex(self.specs, **kwargs)
