@@ -82,3 +82,18 @@ def test_ranks_follow_the_paper_with_ties():
     assert order_from_scores(scores, ["e", "d", "c", "b", "a"]).tolist() == [4, 1, 3, 2, 0]
     with pytest.raises(ValueError):
         ranks_from_scores([0.1, float("nan")])
+
+
+def test_blas_thread_control_restores_the_previous_count():
+    from gmi_desktop.core.blas import blas_thread_count, blas_threads
+
+    before = blas_thread_count()
+    if before is None:  # numpy without OpenBLAS (e.g. Accelerate): documented no-op
+        with blas_threads(1):
+            assert blas_thread_count() is None
+        return
+    with blas_threads(1):
+        assert blas_thread_count() == 1
+        with blas_threads(1):
+            assert blas_thread_count() == 1
+    assert blas_thread_count() == before

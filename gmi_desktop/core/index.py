@@ -28,15 +28,17 @@ first use and cached; their self terms ``b'K b`` are precomputed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .baseline_sets import BaselineSets, build_baseline_sets, score_baseline_sets
+from .blas import blas_threads
 from .errors import RequirementError, SpecFormatError
 from .kernels import DEFAULT_GAMMA, l2_normalize, pixel_gamma
 from .ranking import order_from_scores, ranks_from_scores
-from .reduced_set import reduce_set
 from .scores import (
     COMBINES,
     DEFAULT_REDUCED_SIZE,
@@ -80,13 +82,13 @@ class PreparedQuery:
     gamma: float
 
 
-@dataclass
-class _Baseline:
-    points: np.ndarray  # (M * S, F) float32, storage order
-    sq_norms: np.ndarray  # (M * S,) float32
-    weights: np.ndarray  # (M, S) float32, zero for padding
-    self_terms: np.ndarray  # (M,) float64: b'K b
-    gamma: float
+def _with_blas_threads(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with blas_threads(self.blas_threads):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _upper(a: np.ndarray, iu: np.ndarray, ju: np.ndarray) -> np.ndarray:
@@ -100,7 +102,8 @@ class SpecIndex:
     (default :func:`gmi_desktop.core.kernels.pixel_gamma`). ``reduced_size`` is the baselines'
     reduced-set size (``None``: every image, weight 1/N); ``seed`` makes the reduced sets
     deterministic. Scores equal the per-spec functions of :mod:`gmi_desktop.core.scores` up to
-    float32 rounding.
+    float32 rounding. Queries run with ``blas_threads`` BLAS threads (see :mod:`.blas`; ``None``
+    leaves numpy's setting alone).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class SpecIndex:
         reduced_size: int | None = DEFAULT_REDUCED_SIZE,
         seed: int = 0,
         pixel_gamma: float | None = None,
+        blas_threads: int | None = 1,
     ):
         specs = list(specs)
         if not specs:
@@ -130,12 +134,13 @@ class SpecIndex:
         self.reduced_size = reduced_size
         self.seed = int(seed)
         self.pixel_gamma = pixel_gamma
+        self.blas_threads = blas_threads
         self.model_ids: tuple[str, ...] = tuple(ids)
         self.dim = dims.pop()
         self.prompt_dim = tdims.pop()
         self._download = score_download(specs)
         self._build(specs)
-        self._baselines: dict[str, _Baseline] = {}
+        self._baselines: dict[str, BaselineSets] = {}
 
     # ------------------------------------------------------------------ build
     def _build(self, specs: list[Specification]) -> None:
@@ -211,8 +216,7 @@ class SpecIndex:
         """Bytes held by the index arrays (baselines included once built)."""
         total = self._z.nbytes + self._z_sq.nbytes + self._qhat.nbytes
         total += sum(b.kup.nbytes for b in self._blocks)
-        for base in self._baselines.values():
-            total += base.points.nbytes + base.sq_norms.nbytes + base.weights.nbytes + base.self_terms.nbytes
+        total += sum(base.nbytes for base in self._baselines.values())
         return total
 
     def __len__(self) -> int:
@@ -224,6 +228,7 @@ class SpecIndex:
         return out
 
     # ------------------------------------------------------------------ proposal
+    @_with_blas_threads
     def prepare_image(self, image_features: np.ndarray | Requirement, pixel_features: np.ndarray | None = None) -> PreparedQuery:
         """Step 1: kernel values ``k(z_i, z_t)`` for all stored images and the query's self term."""
         if isinstance(image_features, Requirement):
@@ -235,7 +240,8 @@ class SpecIndex:
         if xq.shape[1] != self.dim:
             raise RequirementError(None, f"query image features have {xq.shape[1]} dims, the index {self.dim}")
         xq_sq = np.einsum("ij,ij->i", xq, xq)
-        kern = self._z @ xq.T
+        # one column: a matrix-vector product (gemv) streams Z at full speed; gemm is ~2x slower
+        kern = (self._z @ xq[0])[:, None] if len(xq) == 1 else self._z @ xq.T
         kern *= -2.0
         kern += self._z_sq[:, None]
         kern += xq_sq[None, :]
@@ -285,6 +291,7 @@ class SpecIndex:
             out[b.single_m0 :] = np.einsum("mnt,mtn->mt", values[b.single_m0 :], alpha[b.single_groups])
         return out
 
+    @_with_blas_threads
     def score_prompt(
         self,
         prepared: PreparedQuery,
@@ -314,6 +321,7 @@ class SpecIndex:
             stored[b.m0 : b.m1] = s
         return self._to_input_order(stored)
 
+    @_with_blas_threads
     def score_text_only(
         self, prompt_features: np.ndarray, weighting: str = DEFAULT_WEIGHTING, temperature: float = DEFAULT_TEMPERATURE
     ) -> np.ndarray:
@@ -330,39 +338,25 @@ class SpecIndex:
         return self._to_input_order(stored)
 
     # ------------------------------------------------------------------ baselines
-    def _baseline(self, method: str) -> _Baseline:
+    def _baseline(self, method: str) -> BaselineSets:
         if method in self._baselines:
             return self._baselines[method]
+        rows = [self._z[self._row0[pos] : self._row0[pos + 1]] for pos in range(len(self.model_ids))]
         gamma = self.gamma
-        per_model = []
-        for pos in range(len(self.model_ids)):
-            z = self._z[self._row0[pos] : self._row0[pos + 1]]
-            if method == "rkme_clip":
-                pts = z
-            elif method == "rkme_concat":
-                g = self._gid[pos]
-                pts = concat_features(z, self._qhat[self._group_row0[g] : self._group_row0[g + 1]])
-            else:
-                if any(p is None for p in self._pixels):
-                    raise RequirementError(None, "RKME-Basic needs pixel features in every specification")
-                pts = self._pixels[pos]
-                gamma = pixel_gamma(pts.shape[1]) if self.pixel_gamma is None else self.pixel_gamma
-            if self.reduced_size is None:
-                per_model.append((np.asarray(pts, np.float64), np.full(len(pts), 1.0 / len(pts))))
-            else:
-                per_model.append(reduce_set(pts, self.reduced_size, gamma, self.seed))
-        s = max(len(c) for c, _ in per_model)
-        f = per_model[0][0].shape[1]
-        points = np.zeros((len(per_model), s, f), dtype=np.float64)
-        weights = np.zeros((len(per_model), s), dtype=np.float64)
-        for m, (c, w) in enumerate(per_model):
-            points[m, : len(c)] = c
-            weights[m, : len(w)] = w
-        sq = np.einsum("msf,msf->ms", points, points)
-        d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(points, points.transpose(0, 2, 1)), 0.0)
-        self_terms = np.einsum("ms,mst,mt->m", weights, np.exp(-gamma * d2), weights)
-        flat = np.ascontiguousarray(points.reshape(-1, f), dtype=np.float32)
-        base = _Baseline(flat, np.einsum("ij,ij->i", flat, flat), weights.astype(np.float32), self_terms, gamma)
+        if method == "rkme_clip":
+            point_sets = rows
+        elif method == "rkme_concat":
+            qs = [self._qhat[self._group_row0[g] : self._group_row0[g + 1]] for g in self._gid]
+            point_sets = [concat_features(z, q) for z, q in zip(rows, qs)]
+        else:
+            if any(p is None for p in self._pixels):
+                raise RequirementError(None, "RKME-Basic needs pixel features in every specification")
+            sizes = {p.shape[1] for p in self._pixels}
+            if len(sizes) != 1:
+                raise RequirementError(None, f"RKME-Basic needs one pixel size for all models, got {sorted(sizes)}")
+            point_sets = self._pixels
+            gamma = self.pixel_gamma if self.pixel_gamma is not None else pixel_gamma(sizes.pop())
+        base = build_baseline_sets(point_sets, self.reduced_size, gamma, self.seed)
         self._baselines[method] = base
         return base
 
@@ -370,17 +364,10 @@ class SpecIndex:
         base = self._baseline(method)
         if query.shape[1] != base.points.shape[1]:
             raise RequirementError(None, f"{method}: query has {query.shape[1]} values per point, index {base.points.shape[1]}")
-        xq = np.asarray(query, dtype=np.float64)
-        xq_sq = (xq * xq).sum(1)
-        d2 = base.sq_norms[:, None] + xq_sq[None, :].astype(np.float32) - 2.0 * (base.points @ xq.T.astype(np.float32))
-        k = np.exp(-base.gamma * np.maximum(d2, 0.0)).reshape(len(base.weights), -1, len(xq))
-        cross = np.einsum("mst,ms->m", k, base.weights) / len(xq)
-        dq = np.maximum(xq_sq[:, None] + xq_sq[None, :] - 2.0 * (xq @ xq.T), 0.0)
-        np.fill_diagonal(dq, 0.0)
-        stored = base.self_terms - 2.0 * cross + np.exp(-base.gamma * dq).mean()
-        return self._to_input_order(stored)
+        return self._to_input_order(score_baseline_sets(base, query))
 
     # ------------------------------------------------------------------ front door
+    @_with_blas_threads
     def score(
         self,
         req: Requirement,
