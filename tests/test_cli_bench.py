@@ -199,3 +199,21 @@ def test_markdown_table_shape(features_dir):
     assert lines[0] == "| Method | Top-1 | Top-2 | Top-3 | Top-4 | Top-5 | Top-6 | Top-7 | Top-8 | Avg. rank |"
     assert lines[2].startswith("| Download | 0.200 | 0.400 | 0.600 | 0.800 | 1.000 |")
     assert lines[2].endswith("| 3.000 |")  # a fixed order over 5 models: mean rank (1+...+5)/5
+
+
+def test_weighting_study_service_on_small_worlds():
+    from gmi_desktop.core.scores import WEIGHTINGS
+    from gmi_desktop.services.weighting_study import SCENARIOS, run_weighting_study, study_markdown
+
+    study = run_weighting_study([0, 1], images_per_query=(1, 2), world_overrides=SMALL)
+    assert len(study.cells) == len(SCENARIOS) * 2 * 4
+    assert all(len(c.top1) == 2 and all(0 <= v <= 1 for v in c.top1) for c in study.cells)
+    assert all(1 <= c.mean("average_rank") <= SMALL["n_models"] + 1 for c in study.cells)
+    decoy = [c for c in study.cells if c.scenario == "shared + decoy"]
+    assert decoy and all(len(c.decoy_top1) == 2 for c in decoy)
+    own_single = [c for c in study.cells if c.scenario.startswith("own") and c.images_per_query == 1]
+    assert all(len(c.prompt_driven) == 2 for c in own_single)
+    assert study.recommended() in WEIGHTINGS
+    text = study_markdown(study)
+    assert f"**{study.recommended()}**" in text and text.count("\n| ") == len(study.cells) + 1
+    assert json.loads(study.to_json())["recommended"] == study.recommended()

@@ -20,7 +20,7 @@ from gmi_desktop.core.evaluation import (
     top1_predictions,
     topk_accuracy,
 )
-from gmi_desktop.core.synthetic import make_world, world_specifications
+from gmi_desktop.core.synthetic import make_world, prompt_driven_share, world_specifications
 
 
 def test_ranks_on_a_hand_made_matrix():
@@ -168,3 +168,32 @@ def test_synthetic_world_is_seeded_and_held_out():
     specs = world_specifications(own)
     assert [s.model_id for s in specs] == list(own.model_ids)
     assert all(s.recipe.generation["own_prompts"] for s in specs)
+
+
+def test_decoy_world_adds_one_model_that_never_made_a_task_image():
+    small = dict(n_models=4, n_task_prompts=4, n_seeds=2, n_spec_prompts=10)
+    plain, decoy = make_world(2, **small), make_world(2, decoy=True, **small)
+    assert len(decoy.model_ids) == 5 and decoy.model_ids[-1].endswith("decoy")
+    assert set(decoy.tasks.true_model.tolist()) == {0, 1, 2, 3}
+    # the other models and the tasks are unchanged by adding the decoy
+    assert decoy.spec_image_features[:4].tobytes() == plain.spec_image_features.tobytes()
+    assert decoy.tasks.image_features.tobytes() == plain.tasks.image_features.tobytes()
+    # the decoy's prompt texts resemble the task prompts far more than the default prompts do
+    task_text = decoy.tasks.prompt_features
+    sim_decoy = (decoy.spec_prompt_features[-1] @ task_text.T).max(axis=0).mean()
+    sim_default = (decoy.spec_prompt_features[0] @ task_text.T).max(axis=0).mean()
+    assert sim_decoy > sim_default + 0.05
+
+
+def test_prompt_driven_share_counts_mistakes_towards_own_prompt_topics():
+    world = make_world(0, own_prompts=True, n_models=4, n_task_prompts=8, n_seeds=1, n_spec_prompts=24, n_own_prompts=8)
+    queries = world.tasks.queries(1)
+    favoured = [int(np.flatnonzero(np.any(world.favourites == world.task_topics[q[0]], axis=1)
+                                   & (np.arange(4) != world.tasks.true_model[q[0]]))[:1].sum()) for q in queries]
+    truth = world.tasks.true_model
+    assert prompt_driven_share(world, truth, queries) == (0.0, 0.0)  # no mistakes at all
+    share, expected = prompt_driven_share(world, np.array(favoured), queries)
+    wrong = np.array(favoured) != truth
+    fav_hits = [np.any(world.favourites[p] == world.task_topics[q[0]]) for p, q in zip(favoured, queries)]
+    assert share == pytest.approx(np.mean(np.array(fav_hits)[wrong]))
+    assert 0.0 <= expected <= 1.0

@@ -55,6 +55,7 @@ class WorldConfig:
     own_prompts: bool = False
     favourite_topics: int = 2
     n_own_prompts: int = 20
+    decoy: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,9 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
         group=true.copy(),
     )
     popularity = np.round(1e5 / (1 + gen.rng.permutation(cfg.n_models))).astype(np.int64)
+    if cfg.decoy:
+        m_ids, popularity = m_ids + (f"synthetic-{seed}-decoy",), np.append(popularity, 1)
+        _add_decoy(gen, default_topics, default, t_text, t_names, z, q, px, names)
     return SyntheticWorld(
         config=cfg,
         seed=seed,
@@ -195,6 +199,22 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
         task_topics=np.tile(task_topics, cfg.n_models * cfg.n_seeds),
         favourites=favourites,
     )
+
+
+def _add_decoy(gen: _Generator, topics, default, t_text, t_names, z, q, px, names) -> None:
+    """A model that never made a task image, whose prompt *texts* paraphrase the task prompts while
+    its images are ordinary images of the first default prompts: it can only win from its prompts."""
+    cfg, n = gen.cfg, len(z[0])
+    gen.style = np.vstack([gen.style, _gauss_unit(gen.rng, 1, cfg.dim)])
+    gen.topic_style = np.concatenate([gen.topic_style, _gauss_unit(gen.rng, 1, cfg.n_topics, cfg.dim)])
+    content = default[0] if len(default[0]) >= n else np.resize(default[0], (n, cfg.dim))
+    images = gen.images(cfg.n_models, content[:n], np.resize(topics, n))
+    pick = np.arange(n) % len(t_text)
+    text = _unit(t_text[pick] + cfg.text_noise * _gauss_unit(gen.rng, n, cfg.text_dim))
+    z.append(images)
+    q.append(text)
+    px.append(gen.pixels(images))
+    names.append(tuple(f"decoy prompt {i} (like {t_names[j]})" for i, j in enumerate(pick.tolist())))
 
 
 def synthetic_encoder_id(config: WorldConfig) -> str:

@@ -8,7 +8,9 @@ The recommendation is the weighting with the lowest average rank averaged over a
 query sizes and gammas (ties: higher top-1) — the one that costs a user the least effort across
 the situations the app meets. For single-image queries in the A.5 scenario we also record how
 many of a method's mistakes went to a model whose own prompts are about the query's topic
-(against the share expected if mistakes ignored prompts): winning "from its prompts alone".
+(against the share expected if mistakes ignored prompts). The decoy scenario isolates winning
+"from its prompts alone": one extra model whose prompt texts paraphrase the task prompts but
+whose images are ordinary; it never made a task image, so every query it wins is a mistake.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from gmi_desktop.core.scores import WEIGHTINGS
 from gmi_desktop.core.synthetic import make_world, prompt_driven_share, world_specifications
 from gmi_desktop.services.benchmark import build_requirements, display_name, evaluate_methods
 
-SCENARIOS = {"shared prompts": False, "own prompts (A.5)": True}
+SCENARIOS = {
+    "shared prompts": {},
+    "own prompts (A.5)": {"own_prompts": True},
+    "shared + decoy": {"decoy": True},
+}
 STUDY_METHODS = ("rkme-clip",) + tuple(f"proposal:{w}" for w in WEIGHTINGS)
 
 
@@ -42,6 +48,7 @@ class StudyCell:
     average_rank: list[float] = field(default_factory=list)
     prompt_driven: list[float] = field(default_factory=list)
     prompt_driven_expected: list[float] = field(default_factory=list)
+    decoy_top1: list[float] = field(default_factory=list)
 
     def mean(self, metric: str) -> float:
         values = getattr(self, metric)
@@ -87,9 +94,10 @@ def run_weighting_study(
 ) -> WeightingStudy:
     say = progress or (lambda _m: None)
     cells: dict[tuple, StudyCell] = {}
-    for scenario, own in SCENARIOS.items():
+    for scenario, setting in SCENARIOS.items():
+        own, decoy = setting.get("own_prompts", False), setting.get("decoy", False)
         for seed in seeds:
-            world = make_world(seed, own_prompts=own, **(world_overrides or {}))
+            world = make_world(seed, **setting, **(world_overrides or {}))
             specs = world_specifications(world)
             for gamma in gammas:
                 index = SpecIndex(specs, gamma=gamma)
@@ -103,6 +111,8 @@ def run_weighting_study(
                         cell.top1.append(res.top1)
                         cell.top4.append(res.topk[4])
                         cell.average_rank.append(res.average_rank)
+                        if decoy:
+                            cell.decoy_top1.append(float(np.mean(res.predicted == len(specs) - 1)))
                         if own and t == 1:
                             hit, expected = prompt_driven_share(world, res.predicted, queries)
                             cell.prompt_driven.append(hit)
@@ -115,14 +125,19 @@ def study_markdown(study: WeightingStudy) -> str:
     lines = [
         f"World seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} worlds); mean ± std over seeds. "
         "Prompt-driven: share of wrong top-1 picks that went to a model whose own prompts are about "
-        "the query's topic (expected share if mistakes ignored prompts in brackets).",
+        "the query's topic (expected share if mistakes ignored prompts in brackets). Decoy wins: "
+        "share of queries where the decoy (prompts like the queries, unrelated images, never the "
+        "true model) ranks first.",
         "",
-        "| Scenario | Images/query | gamma | Method | Top-1 | Top-4 | Avg. rank | Prompt-driven |",
+        "| Scenario | Images/query | gamma | Method | Top-1 | Top-4 | Avg. rank | Prompt-driven / decoy wins |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for c in study.cells:
-        driven = (f"{c.mean('prompt_driven'):.2f} ({c.mean('prompt_driven_expected'):.2f})"
-                  if c.prompt_driven else "")
+        driven = ""
+        if c.prompt_driven:
+            driven = f"{c.mean('prompt_driven'):.2f} ({c.mean('prompt_driven_expected'):.2f})"
+        elif c.decoy_top1:
+            driven = f"{c.mean('decoy_top1'):.3f}"
         lines.append(
             f"| {c.scenario} | {c.images_per_query} | {c.gamma:g} | {display_name(c.method)} | "
             f"{c.mean('top1'):.3f} ± {c.std('top1'):.3f} | {c.mean('top4'):.3f} ± {c.std('top4'):.3f} | "
