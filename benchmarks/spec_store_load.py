@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gmi_desktop.core.index import SpecIndex
-from gmi_desktop.core.spec import Specification, SpecRecipe, prompt_set_digest
-from gmi_desktop.store.specfile import SpecStore, save_spec, spec_filename
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gmi_desktop.core.index import SpecIndex  # noqa: E402
+from gmi_desktop.core.spec import Specification, SpecRecipe, prompt_set_digest  # noqa: E402
+from gmi_desktop.store.specfile import SpecStore, save_spec, spec_filename  # noqa: E402
 
 N, D, DT = 55, 768, 768
 

@@ -152,6 +152,21 @@ def test_benchmark_format_round_trip_and_cross_checks(features_dir, tmp_path):
         load_benchmark(copy)
 
 
+def test_corrupt_spec_file_is_named_in_the_error_and_other_bad_files_are_skipped(features_dir, tmp_path, capsys):
+    bench = load_benchmark(features_dir)
+    folder = write_benchmark(tmp_path / "b", bench.specs, bench.tasks)
+    (folder / "specs" / "stray-notes.safetensors").write_text("not a spec")
+    code, _out, err = _run(capsys, "bench", folder, "--methods", "download", "--no-sweep", "--no-plots")
+    assert code == 0 and "skipped: stray-notes.safetensors" in err
+    victim = sorted((folder / "specs").glob("synthetic-*.safetensors"))[2]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    code, _out, err = _run(capsys, "bench", folder)
+    line = _one_error_line(err)
+    assert code == 2 and victim.name in line and "checksum mismatch" in line
+
+
 def test_tasks_with_wrong_widths_or_truth_are_rejected(features_dir, tmp_path):
     bench = load_benchmark(features_dir)
     folder = write_benchmark(tmp_path / "b", bench.specs, bench.tasks)

@@ -176,7 +176,8 @@ def test_spec_filename_is_safe():
 
 
 def test_store_skips_bad_files_and_loads_good_ones(tmp_path):
-    store = SpecStore.open(tmp_path)
+    store = SpecStore(tmp_path)
+    assert store.specs == [] and store.skipped == []
     good = [make_spec(s) for s in range(3)]
     for spec in good:
         store.save(spec)

@@ -5,6 +5,7 @@ What ``make run`` shows until the GUI exists; no model weights, no network, unde
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -60,6 +61,8 @@ def run(args) -> int:
     print("The proposal weights each spec image by its prompt's similarity to the query's: it separates.\n")
 
     folder = cache_dir() / "demo-benchmark"
+    if folder.is_dir():  # ours: regenerated on every run, so earlier seeds leave nothing behind
+        shutil.rmtree(folder)
     print(f"generating the synthetic benchmark (seed {args.seed}) ...", file=sys.stderr, flush=True)
     folder, world = write_synthetic_benchmark(folder, seed=args.seed, **DEMO_WORLD)
     cfg = world.config

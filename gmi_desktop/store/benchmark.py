@@ -77,7 +77,7 @@ def write_benchmark(
         raise ValueError("model ids must be unique")
     if tasks.true_model.size and (tasks.true_model.min() < 0 or tasks.true_model.max() >= len(specs)):
         raise ValueError("tasks.true_model must index the specs")
-    store = SpecStore(folder / SPECS_DIR)
+    store = SpecStore(folder / SPECS_DIR, load=False)
     (folder / SPECS_DIR).mkdir(parents=True, exist_ok=True)
     for spec in specs:
         store.save(spec)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -168,27 +168,27 @@ class Skipped:
         return f"skipped: {self.path.name}: {self.reason}"
 
 
-@dataclass
 class SpecStore:
     """Every specification in one folder, loaded in file-name order; bad files are skipped.
 
-    ``specs`` are the good ones, ``skipped`` says why each bad one was left out. A second file
-    with an already-loaded ``model_id`` and the same encoder is skipped as a duplicate.
+    ``SpecStore(folder)`` loads at once (``load=False``: an empty store, e.g. to write into).
+    ``specs`` are the good ones (``paths`` their files), ``skipped`` says why each bad one was left
+    out. A second file with an already-loaded ``model_id`` and encoder is skipped as a duplicate.
     """
 
-    folder: Path
-    specs: list[Specification] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
+    def __init__(self, folder: str | os.PathLike[str], *, load: bool = True):
+        self.folder = Path(folder)
+        self.specs: list[Specification] = []
+        self.paths: list[Path] = []
+        self.skipped: list[Skipped] = []
+        if load:
+            if not self.folder.is_dir():
+                raise SpecFormatError(self.folder, "not a folder of specification files")
+            self.reload()
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str]) -> SpecStore:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise SpecFormatError(folder, "not a folder of specification files")
-        store = cls(folder)
-        store.reload()
-        return store
+        return cls(folder)
 
     def reload(self) -> None:
         self.specs, self.paths, self.skipped = [], [], []
