@@ -67,7 +67,8 @@ def test_prompt_edit_fast_path_equals_full_scoring(mixed):
         new_prompt = rng.standard_normal((1, 10))
         edited = Requirement(req.image_features, new_prompt)
         np.testing.assert_array_equal(index.score_prompt(prepared, new_prompt), index.score(edited))
-        np.testing.assert_allclose(index.score_prompt(prepared, new_prompt), _reference(specs, edited, "proposal"), atol=ATOL)
+        want = _reference(specs, edited, "proposal")
+        np.testing.assert_allclose(index.score_prompt(prepared, new_prompt), want, atol=ATOL)
     with pytest.raises(RequirementError, match="2 prompt features for 1"):
         index.score_prompt(prepared, rng.standard_normal((2, 10)))
 
@@ -118,8 +119,8 @@ def test_planted_match_ranks_first_in_the_index():
     default = make_prompt_set(rng, 10, 10)
     centres = l2_normalize(rng.standard_normal((20, 12)))  # each model has its own "style"
     specs = [
-        make_spec(rng, f"m{i:02d}", prompt_set=default, z=l2_normalize(centres[i] + 0.3 * rng.standard_normal((10, 12))))
-        for i in range(20)
+        make_spec(rng, f"m{i:02d}", prompt_set=default, z=l2_normalize(c + 0.3 * rng.standard_normal((10, 12))))
+        for i, c in enumerate(centres)
     ]
     z = l2_normalize(specs[13].image_features[4] + 0.05 * rng.standard_normal(12))
     req = Requirement(z, default[1][4])

@@ -21,7 +21,8 @@ def test_proposal_paper_closed_form_equals_direct_eq9(gamma):
     for _ in range(3):
         spec = make_spec(rng, "m", d=9, n=8, dt=6)
         req = make_query(rng, d=9, dt=6)
-        direct = eq9_direct(spec.image_features, spec.prompt_features, req.image_features[0], req.prompt_features[0], gamma)
+        z_tau, q_tau = req.image_features[0], req.prompt_features[0]
+        direct = eq9_direct(spec.image_features, spec.prompt_features, z_tau, q_tau, gamma)
         got = S.score_proposal(spec, req, gamma, weighting="paper")
         assert got == pytest.approx(direct, rel=1e-9)
 
@@ -63,9 +64,8 @@ def test_proposal_invariant_to_permuting_spec_points(weighting):
     spec = make_spec(rng, "m", n=10)
     req = make_query(rng, t=2)
     perm = rng.permutation(10)
-    permuted = make_spec(
-        rng, "m", z=spec.image_features[perm], prompt_set=(tuple(np.array(spec.prompts)[perm]), spec.prompt_features[perm])
-    )
+    prompt_set = (tuple(np.array(spec.prompts)[perm]), spec.prompt_features[perm])
+    permuted = make_spec(rng, "m", z=spec.image_features[perm], prompt_set=prompt_set)
     for combine in S.COMBINES:
         a = S.score_proposal(spec, req, weighting=weighting, combine=combine)
         assert S.score_proposal(permuted, req, weighting=weighting, combine=combine) == pytest.approx(a, rel=1e-12)
@@ -88,7 +88,10 @@ def test_multi_image_combinations(weighting):
     rng = np.random.default_rng(14)
     spec = make_spec(rng, "m", n=8)
     req = make_query(rng, t=3)
-    singles = [S.score_proposal(spec, Requirement(req.image_features[t], req.prompt_features[t]), weighting=weighting) for t in range(3)]
+    singles = [
+        S.score_proposal(spec, Requirement(req.image_features[t], req.prompt_features[t]), weighting=weighting)
+        for t in range(3)
+    ]
     paired = S.score_proposal(spec, req, weighting=weighting, combine="paired")
     mixture = S.score_proposal(spec, req, weighting=weighting, combine="mixture")
     assert paired == pytest.approx(np.mean(singles), rel=1e-12)

@@ -229,7 +229,9 @@ class SpecIndex:
 
     # ------------------------------------------------------------------ proposal
     @_with_blas_threads
-    def prepare_image(self, image_features: np.ndarray | Requirement, pixel_features: np.ndarray | None = None) -> PreparedQuery:
+    def prepare_image(
+        self, image_features: np.ndarray | Requirement, pixel_features: np.ndarray | None = None
+    ) -> PreparedQuery:
         """Step 1: kernel values ``k(z_i, z_t)`` for all stored images and the query's self term."""
         if isinstance(image_features, Requirement):
             pixel_features = image_features.pixel_features
@@ -363,7 +365,9 @@ class SpecIndex:
     def _score_baseline(self, method: str, query: np.ndarray) -> np.ndarray:
         base = self._baseline(method)
         if query.shape[1] != base.points.shape[1]:
-            raise RequirementError(None, f"{method}: query has {query.shape[1]} values per point, index {base.points.shape[1]}")
+            raise RequirementError(
+                None, f"{method}: query has {query.shape[1]} values per point, the index {base.points.shape[1]}"
+            )
         return self._to_input_order(score_baseline_sets(base, query))
 
     # ------------------------------------------------------------------ front door
@@ -378,7 +382,8 @@ class SpecIndex:
         prepared: PreparedQuery | None = None,
     ) -> np.ndarray:
         """Scores of all models (input order, ascending = better) for ``method`` in :data:`METHODS`.
-        ``proposal`` with a text-only requirement uses the text-only score."""
+        ``proposal`` with a text-only requirement uses the text-only score; ``prepared`` (from
+        :meth:`prepare_image` on the same images) skips the image step of the proposal."""
         if method == "download":
             return self._download.copy()
         if method == "proposal":

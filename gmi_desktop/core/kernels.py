@@ -7,16 +7,17 @@ RKHS of ``k``; the squared distance of two of them expands (kernel trick) to
 Kernel scale (gamma) and feature normalisation
 -----------------------------------------------
 ``gamma`` only means something together with the scale of the features. The paper tuned
-``gamma = 0.02`` on un-normalised CLIP features (their norms are encoder-specific, roughly 10-20 for
-ViT-L/14 image embeddings). We store image features **L2-normalised**, so that squared distances lie
-in ``[0, 4]`` (``||x - y||^2 = 2 - 2 cos``) for every encoder. In those units 0.02 would make the
-kernel almost flat (``exp(-0.02 * 4) = 0.92`` at the largest possible distance), which squeezes all
-scores into a band of about 1e-3 and leaves ranking at the mercy of float32 rounding.
-:data:`DEFAULT_GAMMA` = 2 puts the kernel's useful range where CLIP image-image cosines live
-(0.4-0.95): ``k = exp(-0.2) = 0.82`` at cos 0.95, ``exp(-1.2) = 0.30`` at cos 0.7, ``exp(-2.4) = 0.09``
-at cos 0.4. For raw features of typical norm ``s`` the paper's value corresponds to
-``gamma = 0.02 * s^2`` (``s ~ 10`` gives 2), see :func:`gamma_for_normalised`. The evaluation
-protocol sweeps gamma; this default is where that sweep should be centred.
+``gamma = 0.02`` on CLIP features whose scale it does not report (raw embedding norms are
+encoder-specific). We store image features **L2-normalised**, so that squared distances lie
+in ``[0, 4]`` (``||x - y||^2 = 2 - 2 cos``) for every encoder. In those units 0.02 makes the kernel
+almost flat (``exp(-0.02 * 4) = 0.92`` at the largest possible distance): to first order
+``k = 1 - gamma d^2``, and the RKHS distance of two normalised embeddings degenerates to
+``2 gamma ||mean_x - mean_y||^2``, a comparison of means only, with all scores of order gamma.
+:data:`DEFAULT_GAMMA` = 2 spreads the kernel over the range of typical CLIP image-image cosines:
+``k = exp(-0.2) = 0.82`` at cos 0.95, ``exp(-1.2) = 0.30`` at cos 0.7, ``exp(-2.4) = 0.09`` at cos 0.4.
+For raw features of typical norm ``s`` the paper's value corresponds to ``gamma = 0.02 * s^2`` on
+unit features (``s = 10`` would give 2), see :func:`gamma_for_normalised`. The evaluation protocol
+sweeps gamma; this default is where that sweep should be centred.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ text: ``score = -(1/T) sum_t sum_i alpha_{t,i} cos(z_i, q_t)`` (negated so ascen
 the model's expected CLIP score for the query, with the same prompt weighting as above. We use the
 cosine rather than the RBF kernel because CLIP image and text embeddings occupy separate regions
 ("modality gap"): image-text distances are all large, and an RBF on them is nearly flat, while the
-cosine keeps CLIP's contrastively trained ordering. It needs ``D == Dt`` (one CLIP model for images
-and prompts); otherwise :class:`RequirementError`.
+cosine keeps CLIP's contrastively trained ordering. It assumes one CLIP model encoded both images
+and prompts (as the engine does); the only check possible here is ``D == Dt``, otherwise
+:class:`RequirementError`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ DEFAULT_TEMPERATURE = 0.05
 DEFAULT_REDUCED_SIZE = 1
 
 
-def prompt_coefficients(cos: np.ndarray, weighting: str = DEFAULT_WEIGHTING, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+def prompt_coefficients(
+    cos: np.ndarray, weighting: str = DEFAULT_WEIGHTING, temperature: float = DEFAULT_TEMPERATURE
+) -> np.ndarray:
     """Coefficients ``alpha`` of ``k(z_i, .)`` from cosines ``cos`` (prompts on the last axis)."""
     cos = np.asarray(cos, dtype=np.float64)
     n = cos.shape[-1]

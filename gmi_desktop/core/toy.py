@@ -48,7 +48,8 @@ def example_2_1(
     sampling: str = "grid",
 ) -> tuple[list[Specification], Requirement, int]:
     """``([spec_f1, spec_f2], requirement, true_index)``: both specs share ``n`` default prompts from
-    U(-1, 1) (``sampling``: "grid" or "uniform", see the module docstring); the requirement holds ``n_query`` images made by model ``true_model`` for prompts
+    U(-1, 1) (``sampling``: "grid" or "uniform", see the module docstring); the requirement holds
+    ``n_query`` images made by model ``true_model`` for prompts
     drawn from ``user_range``, each paired with its own prompt feature."""
     if true_model not in (0, 1):
         raise ValueError("true_model must be 0 (f1) or 1 (f2)")
