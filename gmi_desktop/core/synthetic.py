@@ -35,6 +35,10 @@ from gmi_desktop.core.spec import Specification, SpecRecipe, prompt_set_digest
 
 @dataclass(frozen=True)
 class WorldConfig:
+    """Sizes (defaults: the paper's 16 models, 55 spec prompts, 18 task prompts x 10 seeds) and
+    the scales of each component of a feature (see the module docstring). The scales were set so
+    that with shared prompts RKME-CLIP and Eq. 9 land near the paper's Table 1 (top-1 0.3-0.45)."""
+
     n_models: int = 16
     n_topics: int = 8
     n_spec_prompts: int = 55
@@ -60,7 +64,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class SyntheticWorld:
-    """Spec arrays per model (``(M, N, ...)``), the tasks, and what made them."""
+    """Spec arrays per model (``(M, N, ...)``; with ``decoy`` the decoy is the extra last model),
+    the tasks (true models ``0..n_models-1``), and what made them."""
 
     config: WorldConfig
     seed: int
@@ -141,6 +146,8 @@ def make_world(seed: int = 0, config: WorldConfig | None = None, **overrides) ->
     cfg = replace(config or WorldConfig(), **overrides)
     if cfg.n_models < 2 or cfg.n_spec_prompts < 1 or cfg.n_task_prompts < 1 or cfg.n_seeds < 1:
         raise ValueError("a world needs >= 2 models, >= 1 spec prompt, task prompt and seed")
+    if not 1 <= cfg.favourite_topics <= cfg.n_topics:
+        raise ValueError("favourite_topics must be between 1 and n_topics")
     gen = _Generator(cfg, seed)
     m_ids = tuple(f"synthetic-{seed}-model-{m:02d}" for m in range(cfg.n_models))
 
@@ -252,6 +259,8 @@ def prompt_driven_share(world: SyntheticWorld, predicted: np.ndarray, queries: l
     """Among wrong top-1 predictions, the share that went to a model whose own prompts (A.5) are
     about the query's topic, and the share expected if mistakes ignored prompts (uniform over the
     wrong models). A method that lets prompt sets win on their own scores far above the baseline."""
+    if world.config.decoy:
+        raise ValueError("prompt_driven_share is defined for worlds without a decoy")
     wrong = hits = expected = 0.0
     for pred, rows in zip(np.asarray(predicted).tolist(), queries):
         true, topic = int(world.tasks.true_model[rows[0]]), int(world.task_topics[rows[0]])

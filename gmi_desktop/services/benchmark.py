@@ -8,18 +8,18 @@ needs data the benchmark lacks (RKME-Basic without pixels) is left out with a no
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.evaluation import (
-    PAPER_GAMMA_GRID,
     EvaluationResult,
     GammaPoint,
     TaskSet,
     evaluate_scores,
     gamma_grid,
+    gamma_sweep,
 )
 from gmi_desktop.core.index import SpecIndex
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
@@ -76,7 +76,7 @@ class BenchmarkReport:
             "images_per_query": self.images_per_query,
             "gamma": self.gamma,
             "results": [r.to_dict() for r in self.results],
-            "gamma_sweeps": {m: [p.__dict__ for p in pts] for m, pts in self.sweeps.items()},
+            "gamma_sweeps": {m: [asdict(p) for p in pts] for m, pts in self.sweeps.items()},
             "notes": list(self.notes),
         }
 
@@ -160,13 +160,17 @@ def run_benchmark(
     if sweep_methods is None:
         sweep_methods = [m for m in ("rkme-clip", f"proposal:{DEFAULT_WEIGHTING}") if m in chosen]
     grid = tuple(sweep_gammas) if sweep_gammas else gamma_grid(tasks.image_features)
-    sweeps: dict[str, list[GammaPoint]] = {m: [] for m in sweep_methods}
-    if sweep_methods:
-        say(f"gamma sweep of {', '.join(sweep_methods)} over {len(grid)} values ...")
-    for g in grid if sweep_methods else ():
-        swept = evaluate_methods(SpecIndex(specs, gamma=g), reqs, true, sweep_methods, images_per_query, model_ids)
-        for res in swept:
-            sweeps[res.method].append(GammaPoint(float(g), res.topk[1], res.topk[4], res.average_rank))
+    indexes = {float(gamma): index}
+
+    def run_at(method: str, g: float) -> EvaluationResult:
+        if g not in indexes:
+            indexes[g] = SpecIndex(specs, gamma=g)
+        return evaluate_methods(indexes[g], reqs, true, [method], images_per_query, model_ids)[0]
+
+    sweeps = {}
+    for method in sweep_methods:
+        say(f"gamma sweep of {method} over {len(grid)} values ...")
+        sweeps[method] = gamma_sweep(lambda g, m=method: run_at(m, g), grid)
     return BenchmarkReport(model_ids, tasks.n_images, images_per_query, gamma, results, sweeps, notes)
 
 
@@ -197,6 +201,6 @@ def display_name(method: str) -> str:
 
 
 __all__ = [
-    "ALL_METHODS", "BASELINES", "BenchmarkReport", "PAPER_GAMMA_GRID", "UnknownMethod", "build_requirements",
+    "ALL_METHODS", "BASELINES", "BenchmarkReport", "UnknownMethod", "build_requirements",
     "display_name", "evaluate_methods", "markdown_table", "parse_methods", "run_benchmark", "score_methods",
 ]
