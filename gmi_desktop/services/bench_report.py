@@ -47,6 +47,7 @@ def write_plots(report: BenchmarkReport, out: Path) -> list[Path]:
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
     paths = []
     fig = Figure(figsize=(6.4, 4.2))
@@ -65,6 +66,8 @@ def write_plots(report: BenchmarkReport, out: Path) -> list[Path]:
         image = ax.imshow(r.confusion, cmap="Blues")
         ax.set(xlabel="predicted model (top-1)", ylabel="true model",
                title=f"{display_name(r.method)}: top-1 {r.top1:.3f}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(nbins=min(r.n_models, 16), integer=True))
         fig.colorbar(image, ax=ax, label="queries")
         paths.append(_save(fig, out / f"confusion-{_file_slug(r.method)}.png"))
 
@@ -75,6 +78,8 @@ def write_plots(report: BenchmarkReport, out: Path) -> list[Path]:
             ax.plot([p.gamma for p in points], [p.top1 for p in points], marker="o", label=display_name(method))
         ax.axvline(report.gamma, color="grey", linestyle=":", label=f"gamma = {report.gamma:g}")
         ax.set(xscale="log", xlabel="gamma", ylabel="Top-1 accuracy", title="Gamma sweep", ylim=(0, 1.02))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(_save(fig, out / "gamma-sweep.png"))
