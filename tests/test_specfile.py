@@ -173,6 +173,9 @@ def test_spec_filename_is_safe():
     name = spec_filename("../evil id/ä", "open_clip:ViT-L-14/openai")
     assert "/" not in name and name.endswith(".safetensors") and not name.startswith(".")
     assert spec_filename("a" * 64, "clip") == "a" * 64 + ".clip.safetensors"
+    # lossy slugs stay unique
+    assert spec_filename("a/b", "clip") != spec_filename("a-b", "clip")
+    assert spec_filename("x", "open_clip:ViT-L-14") != spec_filename("x", "open_clip/ViT-L-14")
 
 
 def test_store_skips_bad_files_and_loads_good_ones(tmp_path):

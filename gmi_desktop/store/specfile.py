@@ -10,12 +10,14 @@ File layout (format version :data:`SPEC_FORMAT_VERSION`):
   (checkpoint_sha256, encoder_id, prompt_set_digest, generation, format_version),
   ``gmi.popularity`` (number or null) and ``gmi.sha256`` (see :mod:`.tensorfile`).
 
-Files are named ``<model-id-slug>.<encoder-id-slug>.safetensors`` and written atomically;
+Files are named ``<model-id-slug>.<encoder-id-slug>.safetensors`` (a slug that had to drop
+characters gets a short hash of the original, so names stay unique) and are written atomically;
 the temp files of an interrupted write (``.<name>.<random>.tmp``) are never picked up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,8 +39,11 @@ _REQUIRED = ("image_features", "prompt_features", "image_sq_distances")
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
-    return slug[:96] or "x"
+    """A file-name-safe form of ``text``; if that loses anything, a short hash keeps it unique."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:96]
+    if slug == text:
+        return slug
+    return f"{slug or 'x'}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
 
 
 def spec_filename(model_id: str, encoder_id: str) -> str:
