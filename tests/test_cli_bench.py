@@ -178,9 +178,11 @@ def test_tasks_with_wrong_widths_or_truth_are_rejected(features_dir, tmp_path):
         "width": dict(base, image_features=bench.tasks.image_features[:, :-1]),
         "truth": dict(base, true_model=np.full_like(bench.tasks.true_model, 9)),
         "rows": dict(base, true_model=bench.tasks.true_model[:-1]),
+        "group": dict(base, group=np.zeros_like(bench.tasks.true_model)),
         "nan": dict(base, prompt_features=np.where(np.eye(*bench.tasks.prompt_features.shape) > 0, np.nan,
                                                    bench.tasks.prompt_features).astype(np.float32)),
     }
+    fragments = {"width": "width", "truth": "index", "rows": "same", "group": "different true models", "nan": "finite"}
     for name, tensors in cases.items():
         (folder / "tasks.safetensors").write_bytes(
             checked_bytes(tensors, {"gmi.kind": json.dumps("benchmark-tasks"), "gmi.model_ids": ids})
@@ -188,6 +190,7 @@ def test_tasks_with_wrong_widths_or_truth_are_rejected(features_dir, tmp_path):
         with pytest.raises(BenchmarkFormatError) as info:
             load_benchmark(folder)
         assert info.value.path == folder / "tasks.safetensors", name
+        assert fragments[name] in info.value.reason, (name, info.value.reason)
 
 
 def test_synthetic_command_writes_a_loadable_benchmark(tmp_path, capsys):

@@ -181,6 +181,10 @@ def _read_tasks(path: Path, ids: list[str], specs: list[Specification]) -> tuple
     true = tensors["true_model"]
     if true.min() < 0 or true.max() >= len(ids):
         raise BenchmarkFormatError(path, "true_model values must index the manifest's models")
+    if "group" in tensors:
+        pairs = np.unique(np.stack([tensors["group"], true]), axis=1)
+        if len(np.unique(pairs[0])) != pairs.shape[1]:
+            raise BenchmarkFormatError(path, "a group holds images of different true models")
     spec = specs[0]
     checks = [("image_features", spec.image_features), ("prompt_features", spec.prompt_features)]
     if "pixel_features" in tensors:
