@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
         help="evaluate identification methods on a benchmark (top-k accuracy, rank, plots)",
-        description=__doc__.splitlines()[0],
+        description="Run the paper's evaluation protocol (top-k accuracy, average rank, confusion "
+        "matrices, gamma sweep) for every identification method on a benchmark folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Methods: download, rkme-basic, rkme-clip, rkme-concat, proposal:paper, "
         "proposal:clamped, proposal:softmax ('proposal' = the default weighting).",
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     mode.add_argument("--weighting-study", action="store_true",
                       help="measure the prompt weightings on synthetic worlds (docs/evaluation.md)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (with --synthetic)")
-    p.add_argument("--own-prompts", action="store_true", help="synthetic: each model has its own prompt set (A.5)")
+    p.add_argument("--own-prompts", action="store_true", help="synthetic: each model adds prompts of its own to the default set (A.5)")
     p.add_argument("--seeds", default="0-9", help="world seeds of the weighting study, e.g. 0-9 or 0,3,5")
     p.add_argument("--gammas", type=float, nargs="+", metavar="G",
                    help="weighting study: gammas to average over (default: --gamma or the core default)")
