@@ -51,7 +51,7 @@ from .spec import Requirement, Specification
 
 WEIGHTINGS = ("paper", "clamped", "softmax")
 COMBINES = ("mixture", "paired")
-DEFAULT_WEIGHTING = "clamped"
+DEFAULT_WEIGHTING = "softmax"  # chosen by the weighting study, docs/evaluation.md
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_REDUCED_SIZE = 1
 

@@ -1,0 +1,238 @@
+"""``gmi-desktop bench`` / ``demo`` end to end, the benchmark format, and a golden table."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gmi_desktop.cli.main import main
+from gmi_desktop.core.scores import DEFAULT_WEIGHTING
+from gmi_desktop.services.benchmark import ALL_METHODS, markdown_table, run_benchmark
+from gmi_desktop.services.demo import write_synthetic_benchmark
+from gmi_desktop.store.benchmark import BenchmarkFormatError, load_benchmark, write_benchmark
+from gmi_desktop.store.tensorfile import checked_bytes
+
+GOLDEN = Path(__file__).parent / "golden" / "bench_table_seed7.md"
+SMALL = dict(n_models=5, n_spec_prompts=12, n_task_prompts=4, n_seeds=3, dim=32, text_dim=24, pixel_dim=12)
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory):
+    folder, _world = write_synthetic_benchmark(tmp_path_factory.mktemp("bench") / "features", seed=7, **SMALL)
+    return folder
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_toy_example_2_1(capsys):
+    code, out, _err = _run(capsys, "bench", "--toy", "example-2.1")
+    assert code == 0
+    baseline = [line for line in out.splitlines() if line.strip().startswith("RKME-CLIP")]
+    proposal = [line for line in out.splitlines() if line.strip().startswith("Proposal (Eq. 9)")]
+    assert len(baseline) == 2 and all("cannot tell f1 from f2" in line for line in baseline)
+    assert len(proposal) == 2
+    assert "picks f1 (right)" in proposal[0] and "picks f2 (right)" in proposal[1]
+    # the baseline's two scores are printed equal, the proposal's differ
+    f1, f2 = re.findall(r"\d+\.\d{6}", baseline[0])
+    assert f1 == f2
+    p1, p2 = map(float, re.findall(r"\d+\.\d{6}", proposal[0]))
+    assert p1 < p2
+
+
+def test_bench_writes_json_markdown_and_plots_matching_in_process(features_dir, tmp_path, capsys):
+    out_dir = tmp_path / "results"
+    code, out, err = _run(capsys, "bench", features_dir, "--out", out_dir, "--gamma", "2")
+    assert code == 0, err
+    files = sorted(p.name for p in out_dir.iterdir())
+    confusion = [f"confusion-{m.replace(':', '-')}.png" for m in ALL_METHODS]
+    assert files == sorted(["results.json", "table.md", "topk.png", "gamma-sweep.png", *confusion])
+    for name in files:
+        if name.endswith(".png"):
+            assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out in (out_dir / "table.md").read_text()  # the file adds the benchmark's title
+    assert "scoring" in err and "| Method |" not in err  # progress on stderr, table on stdout
+
+    data = json.loads((out_dir / "results.json").read_text())
+    bench = load_benchmark(features_dir)
+    expected = run_benchmark(bench.specs, bench.tasks, gamma=2.0, sweep_methods=[])
+    assert [r["method"] for r in data["results"]] == list(ALL_METHODS)
+    for got, want in zip(data["results"], expected.results):
+        assert got["ranks"] == want.ranks.tolist()
+        assert got["topk"] == {str(k): v for k, v in want.topk.items()}
+        assert got["average_rank"] == want.average_rank
+        assert got["confusion"] == want.confusion.tolist()
+        assert sum(map(sum, got["confusion"])) == bench.tasks.n_images
+    sweep = data["gamma_sweeps"]
+    assert set(sweep) == {"rkme-clip", f"proposal:{DEFAULT_WEIGHTING}"}
+    assert all(len(points) >= 10 for points in sweep.values())
+    gammas = [p["gamma"] for p in sweep["rkme-clip"]]
+    assert {0.005, 0.02, 0.05} <= set(gammas) and max(gammas) > 1  # paper grid + our scale
+    for method, points in sweep.items():  # a sweep point equals a plain run at that gamma
+        point = points[-1]
+        again = run_benchmark(bench.specs, bench.tasks, methods=[method], gamma=point["gamma"], sweep_methods=[])
+        assert (point["top1"], point["average_rank"]) == (again.results[0].top1, again.results[0].average_rank)
+
+
+def test_golden_markdown_table(features_dir, capsys):
+    code, out, _err = _run(capsys, "bench", features_dir, "--no-sweep", "--no-plots", "--gamma", "2",
+                           "--out", features_dir.parent / "golden-out")
+    assert code == 0
+    assert out == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_multi_image_queries_and_method_selection(features_dir, tmp_path, capsys):
+    code, out, err = _run(capsys, "bench", features_dir, "--methods", "rkme-clip", "proposal",
+                          "--images-per-query", "3", "--no-sweep", "--no-plots", "--out", tmp_path)
+    assert code == 0, err
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["rkme-clip", f"proposal:{DEFAULT_WEIGHTING}"]
+    assert all(r["images_per_query"] == 3 and r["n_queries"] == 5 * 3 * 4 // 3 for r in data["results"])
+    assert "queries of 3 image(s)" in out
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gmi-desktop: error: ")
+    return lines[0]
+
+
+def test_bad_features_dirs_exit_2_with_one_line(features_dir, tmp_path, capsys):
+    code, out, err = _run(capsys, "bench", tmp_path / "does-not-exist")
+    assert code == 2 and out == "" and "not a folder" in _one_error_line(err)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _out, err = _run(capsys, "bench", empty)
+    assert code == 2 and "manifest.json is missing" in _one_error_line(err)
+
+    broken = tmp_path / "broken"
+    write_benchmark(broken, load_benchmark(features_dir).specs, load_benchmark(features_dir).tasks)
+    data = (broken / "tasks.safetensors").read_bytes()
+    (broken / "tasks.safetensors").write_bytes(data[: len(data) // 2])
+    code, _out, err = _run(capsys, "bench", broken)
+    assert code == 2 and "tasks.safetensors" in _one_error_line(err)
+
+    code, _out, err = _run(capsys, "bench", features_dir, "--methods", "magic")
+    assert code == 2 and "unknown method" in _one_error_line(err)
+    code, _out, err = _run(capsys, "bench")
+    assert code == 2 and "FEATURES_DIR" in _one_error_line(err)
+
+
+def test_benchmark_format_round_trip_and_cross_checks(features_dir, tmp_path):
+    bench = load_benchmark(features_dir)
+    assert bench.manifest["models"] == list(bench.model_ids) and len(bench.specs) == 5
+    copy = write_benchmark(tmp_path / "copy", bench.specs, bench.tasks, description="copy")
+    again = load_benchmark(copy)
+    for name in ("image_features", "prompt_features", "true_model", "pixel_features", "group"):
+        assert getattr(again.tasks, name).tobytes() == getattr(bench.tasks, name).tobytes()
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"] = manifest["models"][::-1]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BenchmarkFormatError, match="differs from the manifest"):
+        load_benchmark(copy)
+
+    manifest["models"] = manifest["models"][::-1] + ["a-model-without-spec"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BenchmarkFormatError, match="no usable spec file"):
+        load_benchmark(copy)
+
+    manifest["models"] = manifest["models"][:-1]
+    manifest["version"] = 2
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BenchmarkFormatError, match="version 2"):
+        load_benchmark(copy)
+
+
+def test_corrupt_spec_file_is_named_in_the_error_and_other_bad_files_are_skipped(features_dir, tmp_path, capsys):
+    bench = load_benchmark(features_dir)
+    folder = write_benchmark(tmp_path / "b", bench.specs, bench.tasks)
+    (folder / "specs" / "stray-notes.safetensors").write_text("not a spec")
+    code, _out, err = _run(capsys, "bench", folder, "--methods", "download", "--no-sweep", "--no-plots")
+    assert code == 0 and "skipped: stray-notes.safetensors" in err
+    victim = sorted((folder / "specs").glob("synthetic-*.safetensors"))[2]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    code, _out, err = _run(capsys, "bench", folder)
+    line = _one_error_line(err)
+    assert code == 2 and victim.name in line and "checksum mismatch" in line
+
+
+def test_tasks_with_wrong_widths_or_truth_are_rejected(features_dir, tmp_path):
+    bench = load_benchmark(features_dir)
+    folder = write_benchmark(tmp_path / "b", bench.specs, bench.tasks)
+    ids = json.dumps(list(bench.model_ids))
+    base = {"image_features": bench.tasks.image_features, "prompt_features": bench.tasks.prompt_features,
+            "true_model": bench.tasks.true_model}
+    cases = {
+        "width": dict(base, image_features=bench.tasks.image_features[:, :-1]),
+        "truth": dict(base, true_model=np.full_like(bench.tasks.true_model, 9)),
+        "rows": dict(base, true_model=bench.tasks.true_model[:-1]),
+        "group": dict(base, group=np.zeros_like(bench.tasks.true_model)),
+        "nan": dict(base, prompt_features=np.where(np.eye(*bench.tasks.prompt_features.shape) > 0, np.nan,
+                                                   bench.tasks.prompt_features).astype(np.float32)),
+    }
+    fragments = {"width": "width", "truth": "index", "rows": "same", "group": "different true models", "nan": "finite"}
+    for name, tensors in cases.items():
+        (folder / "tasks.safetensors").write_bytes(
+            checked_bytes(tensors, {"gmi.kind": json.dumps("benchmark-tasks"), "gmi.model_ids": ids})
+        )
+        with pytest.raises(BenchmarkFormatError) as info:
+            load_benchmark(folder)
+        assert info.value.path == folder / "tasks.safetensors", name
+        assert fragments[name] in info.value.reason, (name, info.value.reason)
+
+
+def test_synthetic_command_writes_a_loadable_benchmark(tmp_path, capsys):
+    code, out, _err = _run(capsys, "bench", "--synthetic", tmp_path / "syn", "--seed", "3", "--own-prompts")
+    assert code == 0 and "wrote a synthetic benchmark" in out
+    bench = load_benchmark(tmp_path / "syn")
+    assert len(bench.specs) == 16 and bench.tasks.n_images == 16 * 18 * 10
+    assert len({s.recipe.prompt_set_digest for s in bench.specs}) == 16  # A.5: own prompt sets
+    assert bench.manifest["synthetic"]["seed"] == 3
+
+
+def test_demo_runs(capsys):
+    code, out, err = _run(capsys, "demo", "--no-plots")
+    assert code == 0, err
+    assert "Example 2.1" in out and "cannot tell f1 from f2" in out
+    assert "| Proposal (paper) |" in out and "| RKME-CLIP |" in out
+    table = [line for line in out.splitlines() if line.startswith(f"| Proposal ({DEFAULT_WEIGHTING})")]
+    assert float(table[0].split("|")[2]) > 2 / 16  # top-1 far above chance on the demo world
+
+
+def test_markdown_table_shape(features_dir):
+    bench = load_benchmark(features_dir)
+    report = run_benchmark(bench.specs, bench.tasks, methods=["download", "proposal:paper"], sweep_methods=[])
+    lines = markdown_table(report).splitlines()
+    assert lines[0] == "| Method | Top-1 | Top-2 | Top-3 | Top-4 | Top-5 | Top-6 | Top-7 | Top-8 | Avg. rank |"
+    assert lines[2].startswith("| Download | 0.200 | 0.400 | 0.600 | 0.800 | 1.000 |")
+    assert lines[2].endswith("| 3.000 |")  # a fixed order over 5 models: mean rank (1+...+5)/5
+
+
+def test_weighting_study_service_on_small_worlds():
+    from gmi_desktop.core.scores import WEIGHTINGS
+    from gmi_desktop.services.weighting_study import SCENARIOS, run_weighting_study, study_markdown
+
+    study = run_weighting_study([0, 1], images_per_query=(1, 2), world_overrides=SMALL)
+    assert len(study.cells) == len(SCENARIOS) * 2 * 4
+    assert all(len(c.top1) == 2 and all(0 <= v <= 1 for v in c.top1) for c in study.cells)
+    assert all(1 <= c.mean("average_rank") <= SMALL["n_models"] + 1 for c in study.cells)
+    decoy = [c for c in study.cells if c.scenario == "shared + decoy"]
+    assert decoy and all(len(c.decoy_top1) == 2 for c in decoy)
+    own_single = [c for c in study.cells if c.scenario.startswith("own") and c.images_per_query == 1]
+    assert all(len(c.prompt_driven) == 2 for c in own_single)
+    assert study.recommended() in WEIGHTINGS
+    text = study_markdown(study)
+    assert f"**{study.recommended()}**" in text and text.count("\n| ") == len(study.cells) + 1
+    assert json.loads(study.to_json())["recommended"] == study.recommended()
