@@ -51,9 +51,18 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert loaded.recipe == spec.recipe
     assert loaded.display_name == spec.display_name
     assert loaded.popularity == spec.popularity
-    # writing the loaded spec again gives the same tensors and metadata (safetensors orders
-    # the metadata map arbitrarily, so the bytes themselves may differ)
+    # writing the loaded spec again gives the very same bytes (reproducible, shareable files)
     assert _parts(loaded)[1] == _parts(spec)[1]
+    assert spec_to_bytes(loaded) == spec_to_bytes(spec)
+    assert (tmp_path / "a.safetensors").read_bytes() == spec_to_bytes(spec)
+
+
+def test_files_are_standard_safetensors(tmp_path):
+    from safetensors.numpy import load_file
+
+    spec = make_spec(5)
+    tensors = load_file(str(save_spec(spec, tmp_path / "c.safetensors")))
+    assert tensors["image_features"].tobytes() == spec.image_features.tobytes()
 
 
 def test_round_trip_without_optional_parts(tmp_path):

@@ -36,13 +36,37 @@ def content_digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> 
     return h.hexdigest()
 
 
-def checked_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    """Serialise to safetensors bytes with the digest added to the metadata."""
-    from safetensors.numpy import save
+_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}
 
+
+def checked_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """Serialise to safetensors bytes with the digest added to the metadata.
+
+    The layout is written here rather than by ``safetensors.numpy.save`` because that orders the
+    metadata arbitrarily: the same specification must give the same bytes (reproducible specs,
+    shareable packs that hash the same). Keys are sorted, tensors laid out in name order,
+    little-endian, the header padded with spaces to a multiple of 8 as the format recommends.
+    """
     meta = dict(metadata)
     meta[DIGEST_KEY] = content_digest(tensors, meta)
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+    header: dict[str, object] = {"__metadata__": dict(sorted(meta.items()))}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        code = _DTYPES.get(array.dtype.name)
+        if code is None:
+            raise TypeError(f"tensor {name!r}: dtype {array.dtype} cannot be stored")
+        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
 def read_checked(path: str | os.PathLike[str], error: type[UserInputError]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
