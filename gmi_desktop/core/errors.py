@@ -91,3 +91,9 @@ class OutOfMemory(GMIError):
             f"out of memory while {what}{tried_txt}; close other GPU programs, lower the "
             "resolution or batch size, or switch the device to CPU in the settings"
         )
+
+
+class CorruptWeights(WeightsUnavailable):
+    """Model weights were found but cannot be loaded (truncated, not a state dict, wrong model)."""
+
+    default_hint = "delete the file so it can be fetched again, or point the setting at a good copy"
