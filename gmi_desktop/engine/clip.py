@@ -50,7 +50,7 @@ class ClipModel:
         self.weights = weights
         self.weights_fingerprint = weights_fingerprint(weights.path)
         self.feature_dim = int(feature_dim)
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # one user of the module at a time (encoders, interrogator)
 
     @property
     def encoder_id(self) -> str:
@@ -72,7 +72,7 @@ class ClipModel:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         out = np.empty((len(items), self.feature_dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             self._ensure_on_device()
             for start in range(0, len(items), batch_size):
                 feats = encode(items[start:start + batch_size]).float()

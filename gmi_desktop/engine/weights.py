@@ -328,6 +328,25 @@ def _reporting_bar(report: Callable[[int, int | None], None]) -> type:
     return _Reporting
 
 
+def _unreachable(endpoint: str) -> str | None:
+    """One quick TCP connect to the hub; huggingface_hub itself retries for ~30 s before failing."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    proxy = next((os.environ[k] for k in (f"{parts.scheme}_proxy".upper(), f"{parts.scheme}_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k)), None)
+    if proxy:  # behind a proxy the hub is reached through it; probe the proxy instead
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = parts.hostname or "huggingface.co"
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=NETWORK_TIMEOUT_S / 2):
+            return None
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc.strerror or exc})"
+
+
 def _download(repo_id: str, groups, optional: tuple[str, ...], what: str, progress: ProgressFn | None,
               missing: Callable[[str], WeightsUnavailable]) -> Path:
     """Fetch one file of each group (plus optional files) into the hub cache; return the snapshot folder.
@@ -340,6 +359,9 @@ def _download(repo_id: str, groups, optional: tuple[str, ...], what: str, progre
 
     cache = hub_cache_dir()
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it at import
+    unreachable = _unreachable(endpoint or "https://huggingface.co")
+    if unreachable:
+        raise missing(unreachable)
     plan: list[tuple[str, int | None]] = []
     wanted = [(g, True) for g in groups] + [((n,), False) for n in optional if not any(n in g for g in groups)]
     try:
