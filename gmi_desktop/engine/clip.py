@@ -14,7 +14,6 @@ by float rounding (~1e-7).
 
 from __future__ import annotations
 
-import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gmi_desktop.core.errors import CorruptWeights
+from gmi_desktop.core.errors import CorruptWeights, OutOfMemory
 from gmi_desktop.engine.device import DeviceChoice, choose_device
 from gmi_desktop.engine.weights import ProgressFn, ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
 
@@ -107,7 +106,6 @@ _REGISTRY_LOCK = threading.Lock()
 
 def _build(model: str, pretrained: str, weights: ResolvedWeights, device: DeviceChoice) -> ClipModel:
     import open_clip
-    import safetensors
     import torch
 
     src = clip_source(model, pretrained)
@@ -119,8 +117,9 @@ def _build(model: str, pretrained: str, weights: ResolvedWeights, device: Device
             force_quick_gelu=src.quick_gelu, image_mean=pre.get("mean"), image_std=pre.get("std"),
             image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"),
             pretrained_text=False, require_pretrained=True)
-    except (RuntimeError, ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError,
-            safetensors.SafetensorError) as exc:
+    except torch.cuda.OutOfMemoryError:
+        raise OutOfMemory(f"loading {weights.what}", []) from None
+    except Exception as exc:  # untrusted file: the unpicklers raise anything (IndexError, TypeError, ...)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CorruptWeights(weights.path, f"cannot load {weights.what} from this file: {first}") from exc
     module.eval()

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from gmi_desktop.core.errors import CorruptWeights, SettingsError
+from gmi_desktop.core.errors import CorruptWeights, OutOfMemory, SettingsError
 from gmi_desktop.engine.clip import ClipModel
 from gmi_desktop.engine.device import DeviceChoice, choose_device
 from gmi_desktop.engine.weights import DEFAULT_BLIP, ProgressFn, ResolvedWeights, blip_repo, resolve_blip
@@ -98,13 +98,15 @@ def load_caption_model_for(settings: Any, progress: ProgressFn | None = None) ->
 
 
 def _build_caption(repo_id: str, weights: ResolvedWeights, device: DeviceChoice) -> CaptionModel:
-    import safetensors
+    import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     try:
         model = BlipForConditionalGeneration.from_pretrained(weights.path, dtype=device.dtype, local_files_only=True)
         processor = BlipProcessor.from_pretrained(weights.path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, safetensors.SafetensorError) as exc:
+    except torch.cuda.OutOfMemoryError:
+        raise OutOfMemory(f"loading {weights.what}", []) from None
+    except Exception as exc:  # untrusted files: loaders raise anything on broken data
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CorruptWeights(weights.path, f"cannot load {weights.what} from this folder: {first}") from exc
     model.eval().to(device.device)

@@ -130,12 +130,15 @@ def offline_reason(allow_downloads: bool) -> str | None:
 
 
 def weights_fingerprint(path: Path) -> str:
-    """A cheap content fingerprint (size + first and last MiB) of a weights file or folder."""
+    """A cheap content fingerprint (size + first and last MiB) of a weights file or folder.
+
+    A file's name does not count (a copy or a rename keeps its fingerprint); in a folder, names do.
+    """
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
     for file in files:
         size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
+        digest.update(f"{file.name if file != path else ''}:{size}".encode())
         with open(file, "rb") as handle:
             digest.update(handle.read(1 << 20))
             if size > 2 << 20:

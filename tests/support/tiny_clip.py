@@ -13,8 +13,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +121,26 @@ def random_images(count: int, seed: int = 0, size: tuple[int, int] = (48, 40)) -
     if count > 1:
         images[-1] = Image.fromarray(rng.integers(0, 256, (70, 33, 3), dtype=np.uint8))
     return images
+
+
+@dataclass(frozen=True)
+class TinyAssets:
+    root: Path
+    clip_weights: Path  # seed 0, a .safetensors file
+    clip_weights_other: Path  # seed 1: same architecture, other weights
+    blip_folder: Path
+    labels: Path
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_assets() -> TinyAssets:
+    """Build the tiny model files once per test process (removed at exit)."""
+    root = Path(tempfile.mkdtemp(prefix="gmi-tiny-models-"))
+    atexit.register(shutil.rmtree, root, True)
+    return TinyAssets(
+        root=root,
+        clip_weights=write_tiny_clip_weights(root / "clip" / "tiny-seed0.safetensors", seed=0),
+        clip_weights_other=write_tiny_clip_weights(root / "clip-other" / "tiny-seed1.safetensors", seed=1),
+        blip_folder=write_tiny_blip(root / "blip", seed=0),
+        labels=write_tiny_labels(root / "labels"),
+    )
