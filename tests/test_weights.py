@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import time
@@ -15,6 +16,7 @@ from gmi_desktop.engine.weights import (DEFAULT_BLIP, LOW_VRAM_BLIP, DownloadPro
                                         resolve_blip, resolve_clip)
 from gmi_desktop.store import paths
 from gmi_desktop.store.settings import Settings
+from tests.support.local_hub import local_hub
 from tests.support.tiny_clip import TINY_CLIP, register_tiny_clip, tiny_assets
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -173,3 +175,55 @@ def test_progress_bar_forwards_byte_counts():
     bar.close()
     assert seen == [(100, 300), (200, 300), (300, 300)]
     assert DownloadProgress("w", "f", 1, None).total is None
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Downloads allowed; the 'hub' is a local server (sockets to anything else stay blocked)."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    @contextlib.contextmanager
+    def serve(files):
+        with local_hub(files) as (url, log):
+            monkeypatch.setenv("HF_ENDPOINT", url)
+            yield log
+
+    return serve
+
+
+def test_clip_download_reports_progress_with_total_size_then_is_cached(online):
+    data = tiny_assets().clip_weights.read_bytes()
+    seen: list[DownloadProgress] = []
+    with online({("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "open_clip_model.safetensors"): data}) as log:
+        got = resolve_clip("ViT-H-14", "laion2b_s32b_b79k", progress=seen.append)
+    assert got.source == "download" and got.path.read_bytes() == data
+    assert got.path.is_relative_to(hub_cache_dir())
+    assert seen and all(p.total == len(data) for p in seen) and seen[-1].done == len(data)
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
+    assert any(line.startswith("GET /laion/") for line in log)
+    again = resolve_clip("ViT-H-14", "laion2b_s32b_b79k")  # no server any more: from the cache
+    assert again.source == "cache" and again.path == got.path
+
+
+def test_blip_download_fetches_a_loadable_folder(online):
+    from gmi_desktop.engine.interrogator import load_caption_model
+
+    blip = tiny_assets().blip_folder
+    files = {(LOW_VRAM_BLIP, p.name): p.read_bytes() for p in blip.iterdir()}
+    seen: list[DownloadProgress] = []
+    with online(files):
+        got = resolve_blip(LOW_VRAM_BLIP, progress=seen.append)
+        caption = load_caption_model(LOW_VRAM_BLIP, device="cpu")
+    assert got.source == "download" and sorted(p.name for p in got.path.iterdir()) == sorted(n for _r, n in files)
+    assert seen[-1].done == seen[-1].total == sum(len(b) for b in files.values())
+    assert caption.weights.path == got.path and caption.weights.source == "cache"
+
+
+def test_download_of_a_repo_without_weights_names_what_is_missing(online):
+    with online({(DEFAULT_BLIP, "config.json"): b"{}"}):
+        with pytest.raises(WeightsUnavailable, match="the hub has none of model.safetensors, pytorch_model.bin"):
+            resolve_blip(DEFAULT_BLIP)
