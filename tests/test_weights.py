@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gmi_desktop.core.errors import SettingsError, WeightsUnavailable
-from gmi_desktop.engine import weights
+from gmi_desktop.engine import download, weights
 from gmi_desktop.engine.weights import (DEFAULT_BLIP, LOW_VRAM_BLIP, DownloadProgress, drop_folder, hub_cache_dir,
                                         resolve_blip, resolve_clip)
 from gmi_desktop.store import paths
@@ -168,7 +168,7 @@ def test_fingerprint_ignores_names_but_not_content(tmp_path):
 
 def test_progress_bar_forwards_byte_counts():
     seen: list[tuple[int, int | None]] = []
-    bar_class = weights._reporting_bar(lambda done, total: seen.append((done, total)))
+    bar_class = download._reporting_bar(lambda done, total: seen.append((done, total)))
     bar = bar_class(total=300, initial=0, desc="x", unit="B", name="huggingface_hub.http_get")
     for _ in range(3):
         bar.update(100)

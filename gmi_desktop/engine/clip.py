@@ -14,6 +14,7 @@ by float rounding (~1e-7).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,9 +48,13 @@ class ClipModel:
         self.pretrained = pretrained
         self.device = device
         self.weights = weights
-        self.weights_fingerprint = weights_fingerprint(weights.path)
         self.feature_dim = int(feature_dim)
         self.lock = threading.RLock()  # one user of the module at a time (encoders, interrogator)
+
+    @functools.cached_property
+    def weights_fingerprint(self) -> str:
+        """Content fingerprint of the weights file (keys caches such as the interrogator's labels)."""
+        return weights_fingerprint(self.weights.path)
 
     @property
     def encoder_id(self) -> str:

@@ -29,7 +29,6 @@ import hashlib
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,7 @@ class Interrogator:
             raise SettingsError(self.label_data_path, f"label folder lacks {', '.join(missing)}")
         self.cache_folder = paths.cache_dir() / "interrogator"
         self._ci: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @staticmethod
     def _default_data_path() -> Path:
@@ -205,10 +204,11 @@ class Interrogator:
             data = save({"embeds": embeds.astype(np.float16), "hash": _labels_hash(labels)})
             atomic_write_bytes(path, data)
 
-    def _interrogator(self, progress: LabelProgressFn | None = None) -> Any:
+    def _interrogator(self) -> Any:
+        """Build clip-interrogator's object once (caller holds ``self._lock``)."""
         if self._ci is not None:
             return self._ci
-        self.prepare_labels(progress)
+        self.prepare_labels()
         from clip_interrogator import Config
         from clip_interrogator import Interrogator as _CI
 
@@ -233,9 +233,10 @@ class Interrogator:
     def _call(self, fn: str, *args: Any, **kwargs: Any) -> str:
         import torch
 
-        ci = self._interrogator()
-        with self._lock, self.clip.lock, _library_warnings(), torch.inference_mode():
-            return str(getattr(ci, fn)(*args, **kwargs)).strip()
+        with self._lock:
+            ci = self._interrogator()
+            with self.clip.lock, _library_warnings(), torch.inference_mode():
+                return str(getattr(ci, fn)(*args, **kwargs)).strip()
 
     def caption(self, image: Any) -> str:
         """The BLIP caption of an RGB PIL image (greedy decoding)."""

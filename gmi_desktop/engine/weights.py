@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import SettingsError, WeightsUnavailable
+from gmi_desktop.engine.download import DownloadProgress, ProgressFn, download_files, hub_cache_dir  # noqa: F401 (re-exported)
 from gmi_desktop.store import paths
 
-NETWORK_TIMEOUT_S = 10.0
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-large"
 LOW_VRAM_BLIP = "Salesforce/blip-image-captioning-base"
 CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -48,19 +47,6 @@ APPROX_BYTES = {
     DEFAULT_BLIP: 1_880_000_000,
     LOW_VRAM_BLIP: 990_000_000,
 }
-
-
-@dataclass(frozen=True)
-class DownloadProgress:
-    """One progress report of a weights download (sizes in bytes; ``total`` may be unknown)."""
-
-    what: str
-    filename: str
-    done: int
-    total: int | None
-
-
-ProgressFn = Callable[[DownloadProgress], None]
 
 
 @dataclass(frozen=True)
@@ -105,18 +91,6 @@ def _safe_name(name: str) -> str:
 def drop_folder(kind: str, name: str) -> Path:
     """The folder where a user can put weights by hand (not created here)."""
     return paths.data_dir() / "weights" / kind / _safe_name(name)
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment now (not at huggingface_hub import)."""
-    env = os.environ
-    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(key):
-            return Path(env[key]).expanduser()
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "hub"
-    xdg = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
 def offline_reason(allow_downloads: bool) -> str | None:
@@ -238,7 +212,7 @@ def resolve_clip(model: str, pretrained: str, explicit: str = "", *, allow_downl
         raise _clip_missing(src, why)
     if not src.repo_id:
         raise _clip_missing(src, "this tag is only published as a URL; download it by hand")
-    folder = _download(src.repo_id, [src.filenames], (), what, progress, lambda w: _clip_missing(src, w))
+    folder = download_files(src.repo_id, [src.filenames], (), what, progress, lambda w: _clip_missing(src, w))
     return ResolvedWeights(what, _find_in(folder, src.filenames), "download")
 
 
@@ -304,100 +278,5 @@ def resolve_blip(repo_id: str, explicit: str = "", *, allow_downloads: bool = Tr
     why = offline_reason(allow_downloads)
     if why is not None:
         raise _blip_missing(repo_id, why)
-    folder = _download(repo_id, BLIP_GROUPS, BLIP_OPTIONAL, what, progress, lambda w: _blip_missing(repo_id, w))
+    folder = download_files(repo_id, BLIP_GROUPS, BLIP_OPTIONAL, what, progress, lambda w: _blip_missing(repo_id, w))
     return ResolvedWeights(what, folder, "download")
-
-
-# ---------------------------------------------------------------------------------- download
-
-
-def _reporting_bar(report: Callable[[int, int | None], None]) -> type:
-    """A tqdm class that forwards byte counts to ``report`` instead of drawing a bar."""
-    from tqdm import tqdm
-
-    class _Reporting(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
-            kwargs.pop("name", None)
-            super().__init__(*args, **kwargs)
-            self._done = int(kwargs.get("initial") or 0)
-            self._total = kwargs.get("total")
-
-        def update(self, n: float | None = 1) -> bool | None:
-            self._done += int(n or 0)
-            report(self._done, self._total)
-            return super().update(n)
-
-    return _Reporting
-
-
-def _unreachable(endpoint: str) -> str | None:
-    """One quick TCP connect to the hub; huggingface_hub itself retries for ~30 s before failing."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(endpoint)
-    proxy = next((os.environ[k] for k in (f"{parts.scheme}_proxy".upper(), f"{parts.scheme}_proxy", "ALL_PROXY", "all_proxy")
-                  if os.environ.get(k)), None)
-    if proxy:  # behind a proxy the hub is reached through it; probe the proxy instead
-        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    host = parts.hostname or "huggingface.co"
-    port = parts.port or (80 if parts.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=NETWORK_TIMEOUT_S / 2):
-            return None
-    except OSError as exc:
-        return f"{host} cannot be reached ({exc.strerror or exc})"
-
-
-def _download(repo_id: str, groups, optional: tuple[str, ...], what: str, progress: ProgressFn | None,
-              missing: Callable[[str], WeightsUnavailable]) -> Path:
-    """Fetch one file of each group (plus optional files) into the hub cache; return the snapshot folder.
-
-    A dry run first asks the hub for each file's size (short timeout), so a dead network fails fast
-    and the progress reports carry the total size of the whole download.
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    cache = hub_cache_dir()
-    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it at import
-    unreachable = _unreachable(endpoint or "https://huggingface.co")
-    if unreachable:
-        raise missing(unreachable)
-    plan: list[tuple[str, int | None]] = []
-    wanted = [(g, True) for g in groups] + [((n,), False) for n in optional if not any(n in g for g in groups)]
-    try:
-        for names, required in wanted:
-            for name in names:
-                try:
-                    info = hf_hub_download(repo_id, name, cache_dir=cache, etag_timeout=NETWORK_TIMEOUT_S,
-                                          endpoint=endpoint, dry_run=True)
-                except RemoteEntryNotFoundError:
-                    continue
-                plan.append((name, info.file_size))
-                break
-            else:
-                if required:
-                    raise missing(f"the hub has none of {', '.join(names)} for it")
-        total = sum(size or 0 for _n, size in plan) or None
-        done_before = 0
-        snapshot: Path | None = None
-        for name, size in plan:
-            def report(done: int, _file_total: int | None, _base: int = done_before, _name: str = name) -> None:
-                if progress is not None:
-                    progress(DownloadProgress(what, _name, _base + done, total))
-
-            local = hf_hub_download(repo_id, name, cache_dir=cache, etag_timeout=NETWORK_TIMEOUT_S,
-                                    endpoint=endpoint, tqdm_class=_reporting_bar(report))
-            snapshot = Path(local).parent
-            done_before += size or 0
-            if progress is not None:
-                progress(DownloadProgress(what, name, done_before, total))
-    except WeightsUnavailable:
-        raise
-    except Exception as exc:  # network boundary: any failure (DNS, refused, TLS, HTTP, timeout) is "cannot download"
-        raise missing(f"downloading it failed ({type(exc).__name__}: {exc})") from exc
-    if snapshot is None:
-        raise missing("the hub listed no files for it")
-    return snapshot
