@@ -3,8 +3,9 @@
 1. An explicit local file or folder from the settings (``clip_weights`` / ``blip_weights``).
 2. The drop folder ``<data dir>/weights/<clip|blip>/<name>/`` (named in every error message).
 3. The caches the user already has: the Hugging Face hub cache (``HF_HUB_CACHE``, ``HF_HOME/hub``,
-   ``~/.cache/huggingface/hub``), which is where open_clip 3.x keeps nearly every pretrained tag,
-   plus open_clip's legacy URL cache ``~/.cache/clip``.
+   ``~/.cache/huggingface/hub``), which is where open_clip 3.x keeps nearly every pretrained tag.
+   (Its legacy URL downloads in ``~/.cache/clip`` are TorchScript archives, which open_clip 3.x's
+   ``torch.load(weights_only=True)`` refuses, so they are not looked for.)
 4. A download into the hub cache with a progress callback (bytes done / total), only when the
    settings allow downloads and ``HF_HUB_OFFLINE`` is not set.
 
@@ -177,17 +178,14 @@ def _explicit_clip(path: Path, what: str) -> ResolvedWeights:
 
 
 def _cached_clip(src: ClipSource) -> Path | None:
-    if src.repo_id:
-        from huggingface_hub import try_to_load_from_cache
+    if not src.repo_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
 
-        for name in src.filenames:
-            hit = try_to_load_from_cache(src.repo_id, name, cache_dir=hub_cache_dir())
-            if isinstance(hit, str) and Path(hit).is_file():
-                return Path(hit)
-    if src.url:
-        legacy = Path.home() / ".cache" / "clip" / os.path.basename(src.url)
-        if legacy.is_file():
-            return legacy
+    for name in src.filenames:
+        hit = try_to_load_from_cache(src.repo_id, name, cache_dir=hub_cache_dir())
+        if isinstance(hit, str) and Path(hit).is_file():
+            return Path(hit)
     return None
 
 
