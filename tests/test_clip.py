@@ -231,3 +231,42 @@ def test_not_an_image_truncated_missing_and_huge(tmp_path):
     big = _save(Image.new("RGB", (300, 200)), tmp_path / "big.png")
     with pytest.raises(NotAnImage, match="too large"):
         load_image(big, max_pixels=50_000)
+
+
+def test_progress_is_reported_and_can_cancel(clip, images):
+    from gmi_desktop.core.errors import Cancelled
+
+    seen = []
+    clip.encode_images(images, batch_size=3, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+
+    def cancel(done, total):
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        clip.encode_texts(TEXTS, batch_size=2, progress=cancel)
+
+
+def test_out_of_memory_halves_the_batch_then_gives_a_typed_error(clip, images, monkeypatch):
+    import torch
+
+    from gmi_desktop.core.errors import OutOfMemory
+
+    real = clip.module.encode_image
+    sizes = []
+
+    def limited(pixels, limit):
+        sizes.append(len(pixels))
+        if len(pixels) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(pixels)
+
+    monkeypatch.setattr(clip.module, "encode_image", lambda p: limited(p, 2))
+    got = clip.encode_images(images, batch_size=8)
+    monkeypatch.setattr(clip.module, "encode_image", real)
+    np.testing.assert_allclose(got, clip.encode_images(images), atol=1e-6)
+    assert sizes[:3] == [7, 4, 2] and max(sizes[3:]) <= 2
+
+    monkeypatch.setattr(clip.module, "encode_image", lambda p: limited(p, 0))
+    with pytest.raises(OutOfMemory, match="batch size 1"):
+        clip.encode_images(images[:2], batch_size=4)

@@ -195,3 +195,14 @@ def test_build_interrogator_from_settings(clip, captioner):
     assert built.caption_model is captioner and built.clip is clip and built.mode == "classic"
     assert built.label_data_path == tiny_assets().labels
     assert os.fspath(built.cache_folder).startswith(os.fspath(paths.cache_dir()))
+
+
+def test_image_paths_are_accepted_and_checked(interrogator, image, tmp_path):
+    from gmi_desktop.core.errors import NotAnImage
+
+    path = tmp_path / "ref.png"
+    image.save(path)
+    assert interrogator.interrogate(path) == interrogator.interrogate(image)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(NotAnImage):
+        interrogator.caption(tmp_path / "bad.png")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ import numpy as np
 from gmi_desktop.core.errors import CorruptWeights, OutOfMemory
 from gmi_desktop.engine.device import DeviceChoice, choose_device
 from gmi_desktop.engine.weights import ProgressFn, ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
+
+
+BatchProgressFn = Callable[[int, int], None]  # (items done, items in total)
 
 
 @dataclass(frozen=True)
@@ -70,22 +73,41 @@ class ClipModel:
         if where.type != target.type or (target.index is not None and where.index != target.index):
             self.module.to(target)
 
-    def _run(self, items: Sequence[Any], batch_size: int, encode) -> np.ndarray:
+    def _run(self, items: Sequence[Any], batch_size: int, encode, progress: BatchProgressFn | None) -> np.ndarray:
+        """Encode in batches; on CUDA out-of-memory, retry the batch at half the size (down to 1)."""
         import torch
+
+        from gmi_desktop.engine.device import release_memory
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         out = np.empty((len(items), self.feature_dim), dtype=np.float32)
+        tried: list[str] = []
+        start, size = 0, batch_size
         with self.lock, torch.inference_mode():
             self._ensure_on_device()
-            for start in range(0, len(items), batch_size):
-                feats = encode(items[start:start + batch_size]).float()
+            while start < len(items):
+                try:
+                    feats = encode(items[start:start + size]).float()
+                except torch.cuda.OutOfMemoryError:
+                    release_memory()
+                    if size == 1:
+                        raise OutOfMemory(f"encoding with {self.encoder_id}", tried) from None
+                    size = max(1, size // 2)
+                    tried.append(f"batch size {size}")
+                    continue
                 feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                 out[start:start + len(feats)] = feats.cpu().numpy()
+                start += len(feats)
+                if progress is not None:
+                    progress(start, len(items))
         return out
 
-    def encode_images(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        """Unit-norm image features, shape ``(n, feature_dim)``, float32. ``images`` are RGB PIL images."""
+    def encode_images(self, images: Sequence[Any], batch_size: int = 32,
+                      progress: BatchProgressFn | None = None) -> np.ndarray:
+        """Unit-norm image features, shape ``(n, feature_dim)``, float32, for RGB PIL images
+        (see :func:`gmi_desktop.store.images.load_image`). ``progress(done, total)`` runs after
+        each batch; raising :class:`~gmi_desktop.core.errors.Cancelled` from it stops the work."""
         import torch
 
         def encode(chunk):
@@ -93,16 +115,17 @@ class ClipModel:
             pixels = pixels.to(self.device.device, dtype=self.device.dtype)
             return self.module.encode_image(pixels)
 
-        return self._run(list(images), batch_size, encode)
+        return self._run(list(images), batch_size, encode, progress)
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
+                     progress: BatchProgressFn | None = None) -> np.ndarray:
         """Unit-norm text features, shape ``(n, feature_dim)``, float32 (prompts longer than the
-        context are truncated by the tokenizer)."""
+        77-token context are cut by the tokenizer). ``progress`` as in :meth:`encode_images`."""
 
         def encode(chunk):
             return self.module.encode_text(self.tokenizer(list(chunk)).to(self.device.device))
 
-        return self._run([str(t) for t in texts], batch_size, encode)
+        return self._run([str(t) for t in texts], batch_size, encode, progress)
 
 
 _REGISTRY: dict[ClipKey, ClipModel] = {}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -57,6 +58,15 @@ def _library_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.autocast.*", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r".*CUDA is not available.*", category=UserWarning)
         yield
+
+
+def _as_image(image: Any) -> Any:
+    """Accept a path as well as a PIL image (paths go through the checks of ``load_image``)."""
+    if isinstance(image, (str, os.PathLike)):
+        from gmi_desktop.store.images import load_image
+
+        return load_image(image)
+    return image
 
 
 class CaptionModel:
@@ -235,16 +245,24 @@ class Interrogator:
 
         with self._lock:
             ci = self._interrogator()
-            with self.clip.lock, _library_warnings(), torch.inference_mode():
-                return str(getattr(ci, fn)(*args, **kwargs)).strip()
+            try:
+                with self.clip.lock, _library_warnings(), torch.inference_mode():
+                    return str(getattr(ci, fn)(*args, **kwargs)).strip()
+            except torch.cuda.OutOfMemoryError:
+                from gmi_desktop.engine.device import release_memory
+
+                release_memory()
+                what = "interrogating an image" + ("" if self.low_vram else " (low_vram = true may help)")
+                raise OutOfMemory(what, ["low_vram"] if self.low_vram else []) from None
 
     def caption(self, image: Any) -> str:
-        """The BLIP caption of an RGB PIL image (greedy decoding)."""
-        return self._call("generate_caption", image)
+        """The BLIP caption of an RGB PIL image or an image file (greedy decoding)."""
+        return self._call("generate_caption", _as_image(image))
 
     def interrogate(self, image: Any, mode: str | None = None, caption: str | None = None) -> str:
         """A prompt for an RGB PIL image; ``mode`` defaults to the one given at construction."""
         mode = mode or self.mode
+        image = _as_image(image)
         if mode not in MODES:
             raise SettingsError(None, f"unknown interrogator mode {mode!r}", f"use one of {', '.join(MODES)}")
         if mode == "negative":
