@@ -260,11 +260,15 @@ class Interrogator:
         return self._call("generate_caption", _as_image(image))
 
     def interrogate(self, image: Any, mode: str | None = None, caption: str | None = None) -> str:
-        """A prompt for an RGB PIL image; ``mode`` defaults to the one given at construction."""
+        """A prompt for an RGB PIL image or an image file; ``mode`` defaults to the constructor's.
+
+        ``fast``/``classic``/``best`` prompts start with the BLIP caption (pass ``caption`` to reuse
+        one); ``negative`` lists the labels least like the image.
+        """
         mode = mode or self.mode
-        image = _as_image(image)
         if mode not in MODES:
             raise SettingsError(None, f"unknown interrogator mode {mode!r}", f"use one of {', '.join(MODES)}")
+        image = _as_image(image)
         if mode == "negative":
             return self._call("interrogate_negative", image)
         caption = caption if caption is not None else self.caption(image)
