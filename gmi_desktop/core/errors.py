@@ -98,3 +98,9 @@ class RequirementError(UserInputError):
     or features from another encoder than the specifications'."""
 
     default_hint = "encode the query with the same encoder as the specifications"
+
+
+class CorruptWeights(WeightsUnavailable):
+    """Model weights were found but cannot be loaded (truncated, not a state dict, wrong model)."""
+
+    default_hint = "delete the file so it can be fetched again, or point the setting at a good copy"

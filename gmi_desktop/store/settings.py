@@ -30,7 +30,8 @@ class Settings:
     clip_weights: str = ""  # explicit local file/folder; empty = look in caches, then download
     blip_model: str = "Salesforce/blip-image-captioning-large"
     blip_weights: str = ""
-    interrogator_mode: str = "fast"  # fast | classic | best
+    interrogator_mode: str = "fast"  # fast | classic | best | negative
+    interrogator_labels: str = ""  # folder with clip-interrogator label lists; empty = its bundled ones
     allow_downloads: bool = True
     # Generation of specification images.
     scheduler: str = "dpmpp_2m"

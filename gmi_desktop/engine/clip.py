@@ -1,0 +1,192 @@
+"""The CLIP encoders G(.) (images) and T(.) (texts): one open_clip model, loaded once per process.
+
+:func:`load_clip` resolves the weights (:mod:`gmi_desktop.engine.weights`), builds the open_clip
+model on the chosen device (fp16 on CUDA, fp32 on CPU, MPS when present) and keeps it in a
+registry keyed by (model, tag, weights file, device, dtype): asking again returns the same
+:class:`ClipModel`, which the interrogator reuses too, so CLIP is never loaded twice.
+
+Features are **L2-normalised** float32 numpy arrays (CLIP's convention; the kernel bandwidth
+``gamma`` in ``core`` is documented against unit-norm features). Encoding runs under
+``torch.inference_mode`` with the model in ``eval()`` mode, so on CPU the same inputs give the
+same bits; batches are independent (no cross-sample ops), so the batch size changes results only
+by float rounding (~1e-7).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gmi_desktop.core.errors import CorruptWeights, OutOfMemory
+from gmi_desktop.engine.device import DeviceChoice, choose_device
+from gmi_desktop.engine.weights import ProgressFn, ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
+
+
+BatchProgressFn = Callable[[int, int], None]  # (items done, items in total)
+
+
+@dataclass(frozen=True)
+class ClipKey:
+    model: str
+    pretrained: str
+    weights: str  # resolved file path
+    device: str
+    dtype: str
+
+
+class ClipModel:
+    """An open_clip model with its preprocessing and tokenizer. Build it with :func:`load_clip`."""
+
+    def __init__(self, module: Any, preprocess: Any, tokenizer: Any, *, model: str, pretrained: str,
+                 feature_dim: int, device: DeviceChoice, weights: ResolvedWeights):
+        self.module = module
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.model_name = model
+        self.pretrained = pretrained
+        self.device = device
+        self.weights = weights
+        self.feature_dim = int(feature_dim)
+        self.lock = threading.RLock()  # one user of the module at a time (encoders, interrogator)
+
+    @functools.cached_property
+    def weights_fingerprint(self) -> str:
+        """Content fingerprint of the weights file (keys caches such as the interrogator's labels)."""
+        return weights_fingerprint(self.weights.path)
+
+    @property
+    def encoder_id(self) -> str:
+        """Names the feature space, e.g. ``open_clip:ViT-L-14/openai``; specs store it."""
+        return f"open_clip:{self.model_name}/{self.pretrained}"
+
+    def _ensure_on_device(self) -> None:
+        """Move the module back if someone offloaded it (the interrogator's low-VRAM mode does)."""
+        import torch
+
+        target = torch.device(self.device.device)
+        where = next(self.module.parameters()).device
+        if where.type != target.type or (target.index is not None and where.index != target.index):
+            self.module.to(target)
+
+    def _run(self, items: Sequence[Any], batch_size: int, encode, progress: BatchProgressFn | None) -> np.ndarray:
+        """Encode in batches; on CUDA out-of-memory, retry the batch at half the size (down to 1)."""
+        import torch
+
+        from gmi_desktop.engine.device import release_memory
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        out = np.empty((len(items), self.feature_dim), dtype=np.float32)
+        tried: list[str] = []
+        start, size = 0, batch_size
+        with self.lock, torch.inference_mode():
+            self._ensure_on_device()
+            while start < len(items):
+                try:
+                    feats = encode(items[start:start + size]).float()
+                except torch.cuda.OutOfMemoryError:
+                    release_memory()
+                    if size == 1:
+                        raise OutOfMemory(f"encoding with {self.encoder_id}", tried) from None
+                    size = max(1, size // 2)
+                    tried.append(f"batch size {size}")
+                    continue
+                feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                out[start:start + len(feats)] = feats.cpu().numpy()
+                start += len(feats)
+                if progress is not None:
+                    progress(start, len(items))
+        return out
+
+    def encode_images(self, images: Sequence[Any], batch_size: int = 32,
+                      progress: BatchProgressFn | None = None) -> np.ndarray:
+        """Unit-norm image features, shape ``(n, feature_dim)``, float32, for RGB PIL images
+        (see :func:`gmi_desktop.store.images.load_image`). ``progress(done, total)`` runs after
+        each batch; raising :class:`~gmi_desktop.core.errors.Cancelled` from it stops the work."""
+        import torch
+
+        def encode(chunk):
+            pixels = torch.stack([self.preprocess(im) for im in chunk])
+            pixels = pixels.to(self.device.device, dtype=self.device.dtype)
+            return self.module.encode_image(pixels)
+
+        return self._run(list(images), batch_size, encode, progress)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
+                     progress: BatchProgressFn | None = None) -> np.ndarray:
+        """Unit-norm text features, shape ``(n, feature_dim)``, float32 (prompts longer than the
+        77-token context are cut by the tokenizer). ``progress`` as in :meth:`encode_images`."""
+
+        def encode(chunk):
+            return self.module.encode_text(self.tokenizer(list(chunk)).to(self.device.device))
+
+        return self._run([str(t) for t in texts], batch_size, encode, progress)
+
+
+_REGISTRY: dict[ClipKey, ClipModel] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _build(model: str, pretrained: str, weights: ResolvedWeights, device: DeviceChoice) -> ClipModel:
+    import open_clip
+    import torch
+
+    src = clip_source(model, pretrained)
+    pre = src.preprocess
+    precision = "fp16" if device.dtype_name == "float16" else "fp32"
+    try:
+        module, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=str(weights.path), precision=precision, device=device.device,
+            force_quick_gelu=src.quick_gelu, image_mean=pre.get("mean"), image_std=pre.get("std"),
+            image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"),
+            pretrained_text=False, require_pretrained=True)
+    except torch.cuda.OutOfMemoryError:
+        raise OutOfMemory(f"loading {weights.what}", []) from None
+    except Exception as exc:  # untrusted file: the unpicklers raise anything (IndexError, TypeError, ...)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise CorruptWeights(weights.path, f"cannot load {weights.what} from this file: {first}") from exc
+    module.eval()
+    torch.manual_seed(0)  # nothing random runs at inference; this only pins any lazy init
+    tokenizer = open_clip.get_tokenizer(model)
+    dim = open_clip.get_model_config(model)["embed_dim"]
+    return ClipModel(module, preprocess, tokenizer, model=model, pretrained=pretrained, feature_dim=dim,
+                     device=device, weights=weights)
+
+
+def load_clip(model: str = "ViT-L-14", pretrained: str = "openai", *, weights: str = "", device: str = "auto",
+              allow_downloads: bool = True, progress: ProgressFn | None = None) -> ClipModel:
+    """The shared :class:`ClipModel` for these arguments (loaded on first use, then reused)."""
+    choice = choose_device(device)
+    resolved = resolve_clip(model, pretrained, weights, allow_downloads=allow_downloads, progress=progress)
+    key = ClipKey(model, pretrained, str(resolved.path.resolve()), choice.device, choice.dtype_name)
+    with _REGISTRY_LOCK:
+        found = _REGISTRY.get(key)
+        if found is None:
+            found = _REGISTRY[key] = _build(model, pretrained, resolved, choice)
+        return found
+
+
+def load_clip_for(settings: Any, progress: ProgressFn | None = None) -> ClipModel:
+    """:func:`load_clip` with the user's settings (clip_model, clip_pretrained, clip_weights, device)."""
+    return load_clip(settings.clip_model, settings.clip_pretrained, weights=settings.clip_weights,
+                     device=settings.device, allow_downloads=settings.allow_downloads, progress=progress)
+
+
+def loaded_clip_models() -> list[ClipModel]:
+    with _REGISTRY_LOCK:
+        return list(_REGISTRY.values())
+
+
+def unload_clip(clip: ClipModel | None = None) -> None:
+    """Drop one model (or all) from the registry and give its memory back."""
+    from gmi_desktop.engine.device import release_memory
+
+    with _REGISTRY_LOCK:
+        for key in [k for k, v in _REGISTRY.items() if clip is None or v is clip]:
+            del _REGISTRY[key]
+    release_memory()
