@@ -203,22 +203,20 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
     declared = int.from_bytes(head, "little")
     available = size - 8
     first = _read_exact(fd, 1) if available > 0 else b""
-    plausible = first == b"{"
-    if not plausible or declared == 0 or declared > MAX_HEADER_BYTES:
+    if first != b"{":
         refused = _sniff(head)
         if refused:
             return _refused(path, refused, st)
         if not named:
             return _result(path, "not_checkpoint", "unknown", "not a safetensors file", st, kind="unknown")
-        if declared == 0:
-            return _result(path, "invalid", fmt, "header length is 0", st)
-        if declared > MAX_HEADER_BYTES:
-            limit = "exceeds file size " + str(size) if declared > available else "exceeds the limit"
-            return _result(
-                path, "invalid", fmt,
-                f"header length {declared} {limit} (at most {MAX_HEADER_BYTES} bytes accepted)", st,
-            )
-        return _result(path, "invalid", fmt, "header does not start with '{'; not a safetensors file", st)
+    if declared == 0:
+        return _result(path, "invalid", fmt, "header length is 0", st)
+    if declared > MAX_HEADER_BYTES:
+        where = f"exceeds file size {size}" if declared > available else "is implausibly large"
+        return _result(
+            path, "invalid", fmt,
+            f"header length {declared} {where} (at most {MAX_HEADER_BYTES} bytes accepted)", st,
+        )
     if declared > available:
         return _header_past_end(path, fd, st, declared, first)
     raw = first + _read_exact(fd, declared - 1)
@@ -252,7 +250,7 @@ def _header_past_end(path: Path, fd: int, st: os.stat_result, declared: int, fir
     A copy cut off inside the header leaves nothing but JSON text after the length; a damaged
     length makes the "header" run into binary tensor data. Reads at most the file (< 100 MB here).
     """
-    rest = first + _read_exact(fd, st.st_size - 9)
+    rest = first + _read_exact(fd, max(st.st_size - 9, 0))
     try:
         rest.decode("utf-8")
         is_text = _CONTROL_BYTES.search(rest) is None

@@ -82,7 +82,7 @@ def _decode(raw: bytes) -> dict:
     except (ValueError, RecursionError) as exc:
         raise HeaderError(f"header is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise HeaderError(f"header is a JSON {type(value).__name__.replace('list', 'array')}, not an object")
+        raise HeaderError(f"header is a JSON {_json_type(value)}, not an object")
     return value
 
 
@@ -94,7 +94,7 @@ def _metadata(value: object) -> tuple[dict[str, str], list[str]]:
     if value is None:
         return {}, []
     if not isinstance(value, dict):
-        raise HeaderError(f"__metadata__ is a JSON {type(value).__name__}, not an object of strings")
+        raise HeaderError(f"__metadata__ is a JSON {_json_type(value)}, not an object of strings")
     kept = {k: v for k, v in value.items() if isinstance(v, str)}
     odd = sorted(k for k, v in value.items() if not isinstance(v, str))
     if not odd:
@@ -107,7 +107,7 @@ def _metadata(value: object) -> tuple[dict[str, str], list[str]]:
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}.get(
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
         type(value), type(value).__name__
     )
 
