@@ -33,6 +33,15 @@ FIRST_CONV = UNET + "input_blocks.0.0.weight"
 CONTEXT_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
 IN_CHANNELS_VARIANT = {4: "normal", 9: "inpaint", 5: "depth", 8: "instruct_pix2pix"}
+VARIANT_NAMES = {"normal": "text-to-image", "inpaint": "inpainting", "depth": "depth-to-image",
+                 "instruct_pix2pix": "InstructPix2Pix"}
+# what the generation engine can load (its shipped configs); anything else is "unsupported"
+SUPPORTED = {
+    "sd1": {"normal", "inpaint"},
+    "sd2": {"normal", "inpaint", "depth"},
+    "sdxl": {"normal", "inpaint"},
+    "sdxl_refiner": {"normal"},
+}
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,11 @@ def _unet_checkpoint(table: Shapes, names: list[str], metadata: Mapping[str, str
         return Classification(
             "not_checkpoint", family=family, variant=variant, kind="unet_only", prediction=prediction,
             reason=f"{FAMILY_NAMES[family]} UNet without {missing}, not a full checkpoint",
+        )
+    if variant not in SUPPORTED[family]:
+        return Classification(
+            "unsupported", family=family, variant=variant, prediction=prediction,
+            reason=f"{FAMILY_NAMES[family]} {VARIANT_NAMES[variant]} checkpoint: not supported for generation",
         )
     return Classification("ok", family=family, variant=variant, prediction=prediction)
 

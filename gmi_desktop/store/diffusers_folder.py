@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from gmi_desktop.store.classify import CONTEXT_FAMILY, FAMILY_NAMES, IN_CHANNELS_VARIANT
+from gmi_desktop.store.classify import CONTEXT_FAMILY, FAMILY_NAMES, IN_CHANNELS_VARIANT, SUPPORTED, VARIANT_NAMES
 from gmi_desktop.store.probe import PICKLE_ADVICE, PICKLE_SUFFIXES, ProbeResult, probe
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -93,6 +93,11 @@ def _unet_family(folder: Path) -> tuple[str, str]:
     variant = IN_CHANNELS_VARIANT.get(in_channels) if isinstance(in_channels, int) else None
     if variant is None:
         raise _FolderProblem("unsupported", f"unet with {in_channels!r} input channels (unknown variant)")
+    if variant not in SUPPORTED[family]:
+        raise _FolderProblem(
+            "unsupported",
+            f"{FAMILY_NAMES[family]} {VARIANT_NAMES[variant]} pipeline: not supported for generation",
+        )
     return family, variant
 
 

@@ -139,6 +139,15 @@ def _entry(name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:
     return dtype, tuple(shape), begin, end
 
 
+def _dtype_and_shape(info: object) -> tuple[str, tuple[int, ...]] | None:
+    if not isinstance(info, dict):
+        return None
+    dtype, shape = info.get("dtype"), info.get("shape")
+    if isinstance(dtype, str) and isinstance(shape, list) and all(_is_count(d) for d in shape):
+        return dtype, tuple(shape)
+    return None
+
+
 def _check_layout(spans: list[tuple[int, int, str]], data_len: int) -> int:
     """Offsets must tile ``[0, total)``; returns ``total``. ``data_len`` = bytes present on disk."""
     spans.sort()
@@ -165,14 +174,21 @@ def parse_header(raw: bytes, data_len: int) -> Header:
     metadata, problems = _metadata(value.pop("__metadata__", None))
     tensors: Table = {}
     spans: list[tuple[int, int, str]] = []
-    try:
-        for name, info in value.items():
+    first_error: HeaderError | None = None
+    for name, info in value.items():
+        try:
             dtype, shape, begin, end = _entry(name, info)
-            tensors[name] = (dtype, shape)
-            spans.append((begin, end, name))
-    except HeaderError as exc:
-        exc.metadata = metadata
-        raise
+        except HeaderError as exc:
+            first_error = first_error or exc
+            known = _dtype_and_shape(info)
+            if known is not None:  # still tells the classifier what the file is
+                tensors[name] = known
+            continue
+        tensors[name] = (dtype, shape)
+        spans.append((begin, end, name))
+    if first_error is not None:
+        first_error.tensors, first_error.metadata = tensors, metadata
+        raise first_error
     try:
         total = _check_layout(spans, data_len)
     except HeaderError as exc:
