@@ -69,6 +69,12 @@ def _component_weights(folder: Path, name: str) -> tuple[int, int]:
         if any(p.suffix.lower() in PICKLE_SUFFIXES for p in files):
             raise _FolderProblem("unsupported", f"unsupported: '{name}' holds only pickle weights; {PICKLE_ADVICE}")
         raise _FolderProblem("incomplete", f"component '{name}' has no weights file")
+    for index_file in (p for p in files if p.name.endswith(".safetensors.index.json")):
+        shards = _read_json(index_file, f"{name}/{index_file.name}").get("weight_map")
+        wanted = set(shards.values()) if isinstance(shards, dict) else set()
+        missing = sorted(str(w) for w in wanted if not (sub / str(w)).is_file())
+        if missing:
+            raise _FolderProblem("incomplete", f"{name}: shard {missing[0]} listed in {index_file.name} is missing")
     size = tensors = 0
     for weight in weights:
         found = probe(weight)
