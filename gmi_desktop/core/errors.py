@@ -91,3 +91,9 @@ class OutOfMemory(GMIError):
             f"out of memory while {what}{tried_txt}; close other GPU programs, lower the "
             "resolution or batch size, or switch the device to CPU in the settings"
         )
+
+
+class CatalogError(UserInputError):
+    """The model catalog (SQLite) cannot be used: written by a newer version, or damaged."""
+
+    default_hint = "update GMI Desktop, or point GMI_DATA_DIR at another folder"

@@ -1,0 +1,152 @@
+"""Finding model files under library folders: known UI layouts, a recursive ``os.scandir`` walk.
+
+The walk follows symbolic links (people link model folders from other drives) and remembers every
+folder it entered by ``(st_dev, st_ino)``, so a symlink loop or a second link to the same folder is
+reported once as a :class:`Problem` instead of being walked forever. An unreadable folder is a
+problem too, never fatal; its path is kept so that the sweep does not tombstone the files it could
+not see.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gmi_desktop.store.hashing import StatKey, stat_key
+
+# The suffixes of single-file models: safetensors, and pickles (listed as unsupported, never loaded).
+MODEL_SUFFIXES = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth"})
+
+# (UI name, checkpoint folder relative to the UI's root). A root that contains any of these is a
+# UI install: only its checkpoint folders are scanned, not its venv, outputs and LoRAs.
+KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AUTOMATIC1111/Forge", ("models", "Stable-diffusion")),
+    ("ComfyUI", ("models", "checkpoints")),
+    ("ComfyUI", ("models", "diffusers")),
+    ("InvokeAI 3", ("models", "sd-1", "main")),
+    ("InvokeAI 3", ("models", "sd-2", "main")),
+    ("InvokeAI 3", ("models", "sdxl", "main")),
+    ("InvokeAI 3", ("models", "sdxl-refiner", "main")),
+    ("SwarmUI", ("Models", "Stable-Diffusion")),
+    ("Stability Matrix", ("Models", "StableDiffusion")),
+    ("Stability Matrix", ("Data", "Models", "StableDiffusion")),
+)
+INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model file (or diffusers folder) found by the walk, with its stat key at listing time."""
+
+    path: Path
+    key: StatKey
+    is_folder: bool = False
+
+
+@dataclass
+class WalkReport:
+    problems: list[Problem] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)  # folders whose contents we could not see
+    folders: int = 0
+
+
+def checkpoint_dirs(root: Path) -> list[tuple[Path, str]]:
+    """The folders to scan for ``root``: a known UI's checkpoint folders, else ``root`` itself."""
+    found = [(root.joinpath(*parts), ui) for ui, parts in KNOWN_LAYOUTS if root.joinpath(*parts).is_dir()]
+    if not found and (root / INVOKEAI_MARKER).is_file() and (root / "models").is_dir():
+        found = [(root / "models", "InvokeAI")]
+    return found or [(root, "folder")]
+
+
+def folder_key(folder: Path, st: os.stat_result) -> StatKey:
+    """A stat key for a diffusers folder: the folder's identity, the total size of the files one
+    level inside its component folders and their newest mtime (a swapped UNet changes it)."""
+    size, newest = 0, st.st_mtime_ns
+    with os.scandir(folder) as top:
+        entries = list(top)
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                with os.scandir(entry.path) as inner:
+                    for item in inner:
+                        if item.is_file():
+                            ist = item.stat()
+                            size += ist.st_size
+                            newest = max(newest, ist.st_mtime_ns)
+            elif entry.is_file():
+                est = entry.stat()
+                size += est.st_size
+                newest = max(newest, est.st_mtime_ns)
+        except OSError:
+            continue  # a part vanished or is unreadable; the probe reports the folder's state
+    return (st.st_dev, st.st_ino, size, newest)
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "vanished while listing"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) -> Iterator[Candidate]:
+    """Yield model files and diffusers folders under ``top`` (depth first, names sorted)."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            report.problems.append(Problem(folder, _reason(exc)))
+            report.unreadable.append(folder)
+            continue
+        seen_as = visited.get((st.st_dev, st.st_ino))
+        if seen_as is not None:
+            loop = seen_as == folder or seen_as in folder.parents
+            what = f"symlink loop back to {seen_as}" if loop else f"same folder as {seen_as}, scanned once"
+            report.problems.append(Problem(folder, what))
+            continue
+        visited[(st.st_dev, st.st_ino)] = folder
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            report.problems.append(Problem(folder, _reason(exc)))
+            report.unreadable.append(folder)
+            continue
+        report.folders += 1
+        subfolders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+                if is_dir:
+                    if entry.name.startswith("."):
+                        continue
+                    if os.path.isfile(os.path.join(entry.path, "model_index.json")):
+                        dst = entry.stat()
+                        yield Candidate(path, folder_key(path, dst), is_folder=True)
+                    else:
+                        subfolders.append(path)
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES:
+                    continue
+                yield Candidate(path, stat_key(entry.stat()))
+            except OSError as exc:
+                if entry.is_symlink() and exc.errno == errno.ENOENT:
+                    report.problems.append(Problem(path, "broken symbolic link"))
+                else:
+                    report.problems.append(Problem(path, _reason(exc)))
+        stack.extend(reversed(subfolders))

@@ -1,0 +1,375 @@
+"""Scanning a library into the catalog: mark-and-sweep, renames, duplicates, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gmi_desktop.core.errors import Cancelled, UserInputError
+from gmi_desktop.services.library import Library, run
+from gmi_desktop.store.catalog import Catalog
+from gmi_desktop.store.hashing import hash_file
+from gmi_desktop.store.probe import probe
+from gmi_desktop.store.sidecars import read_sidecars
+from tests.support.library_files import bump_mtime, write_checkpoint, write_embedding, write_lora, write_vae
+from tests.support.privileges import run_without_permission_override
+
+
+class Counting:
+    """The real readers, counting how often each path is opened by them."""
+
+    def __init__(self, before_probe=None):
+        self.probes: Counter = Counter()
+        self.hashes: Counter = Counter()
+        self.sidecars: Counter = Counter()
+        self.before_probe = before_probe
+
+    def probe(self, path):
+        self.probes[Path(path).name] += 1
+        if self.before_probe is not None:
+            self.before_probe(Path(path))
+        return probe(path)
+
+    def hash(self, path, **kw):
+        self.hashes[Path(path).name] += 1
+        return hash_file(path, **kw)
+
+    def read_sidecars(self, path, metadata=None):
+        self.sidecars[Path(path).name] += 1
+        return read_sidecars(path, metadata)
+
+    def reads(self) -> int:
+        return sum(self.probes.values()) + sum(self.hashes.values()) + sum(self.sidecars.values())
+
+
+def _library(tmp_path, counting=None):
+    counting = counting or Counting()
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    lib = Library(catalog, probe_fn=counting.probe, hash_fn=counting.hash, sidecars_fn=counting.read_sidecars)
+    return lib, counting
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def models(tmp_path):
+    root = tmp_path / "models"
+    write_checkpoint(root / "dreamy.safetensors", "sd1", seed=1)
+    write_checkpoint(root / "xl" / "big.safetensors", "sdxl", seed=2)
+    write_lora(root / "detail_lora.safetensors")
+    write_vae(root / "vae-ft-mse.safetensors")
+    (root / "old.ckpt").write_bytes(b"\x80\x02}q\x00.")
+    (root / "notes.txt").write_text("not a model")
+    return root
+
+
+def test_cold_scan_classifies_hashes_and_records_everything(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    lib.add_folder(models)
+    events = []
+    summary = run(lib.scan(), events.append)
+    by_name = {r.path.name: r for r in lib.catalog.files()}
+    assert set(by_name) == {"dreamy.safetensors", "big.safetensors", "detail_lora.safetensors",
+                            "vae-ft-mse.safetensors", "old.ckpt"}
+    dreamy = by_name["dreamy.safetensors"]
+    assert (dreamy.status, dreamy.family, dreamy.variant) == ("ok", "sd1", "normal")
+    assert dreamy.sha256 == _sha(models / "dreamy.safetensors")
+    assert dreamy.autov2 == dreamy.sha256[:10]
+    data = (models / "dreamy.safetensors").read_bytes()
+    assert dreamy.tensor_sha256 == hashlib.sha256(data[dreamy.header_len:]).hexdigest()
+    assert dreamy.autov1 == hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+    assert by_name["big.safetensors"].family == "sdxl"
+    assert (by_name["detail_lora.safetensors"].status, by_name["detail_lora.safetensors"].kind) == ("skipped", "lora")
+    assert "LoRA" in by_name["detail_lora.safetensors"].reason
+    assert by_name["vae-ft-mse.safetensors"].status == "skipped"
+    assert by_name["old.ckpt"].status == "unsupported" and "pickle" in by_name["old.ckpt"].reason
+    assert by_name["old.ckpt"].sha256 is None and by_name["detail_lora.safetensors"].sha256 is None
+    assert summary.seen == 5 and summary.probed == 5 and summary.hashed == 2
+    assert {e.phase for e in events} == {"listing", "probing", "hashing"}
+    assert sum(counting.hashes.values()) == 2
+
+
+def test_rescan_of_an_unchanged_library_reads_no_file(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    before = {r.path: (r.sha256, r.status, r.first_seen) for r in lib.catalog.files()}
+    reads = counting.reads()
+    summary = run(lib.scan())
+    assert counting.reads() == reads  # no probe, no sidecar read, no hash
+    assert summary.unchanged == 5 and summary.probed == 0 and summary.hashed == 0
+    assert summary.tombstoned == []
+    assert {r.path: (r.sha256, r.status, r.first_seen) for r in lib.catalog.files()} == before
+
+
+def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    sha = lib.catalog.get(models / "dreamy.safetensors").sha256
+    lib.catalog.set_spec_ref(sha, "specs/dreamy.gmispec")
+    (models / "renamed").mkdir()
+    os.rename(models / "dreamy.safetensors", models / "renamed" / "Dreamy v2.safetensors")
+    summary = run(lib.scan())
+    moved = lib.catalog.get(models / "renamed" / "Dreamy v2.safetensors")
+    assert moved.sha256 == sha and moved.status == "ok"
+    assert counting.hashes["Dreamy v2.safetensors"] == 0  # recognised by (device, inode, size, mtime)
+    assert summary.reused_hashes == 1
+    assert summary.moved == [(models / "dreamy.safetensors", models / "renamed" / "Dreamy v2.safetensors")]
+    assert lib.catalog.get(models / "dreamy.safetensors") is None
+    assert lib.catalog.spec_ref(moved.sha256) == "specs/dreamy.gmispec"
+
+
+def test_file_moved_by_copy_and_delete_is_recognised_by_its_hash(tmp_path, models):
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    sha = lib.catalog.get(models / "dreamy.safetensors").sha256
+    lib.catalog.set_spec_ref(sha, "specs/dreamy.gmispec")
+    shutil.copyfile(models / "dreamy.safetensors", models / "xl" / "copied.safetensors")  # new inode
+    os.remove(models / "dreamy.safetensors")
+    summary = run(lib.scan())
+    assert summary.hashed == 1
+    assert lib.catalog.get(models / "xl" / "copied.safetensors").sha256 == sha
+    assert summary.moved == [(models / "dreamy.safetensors", models / "xl" / "copied.safetensors")]
+    assert lib.catalog.spec_ref(sha) == "specs/dreamy.gmispec"
+
+
+def test_same_checkpoint_in_two_places_is_a_duplicate(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    other = tmp_path / "other_ui" / "checkpoints"
+    other.mkdir(parents=True)
+    shutil.copyfile(models / "dreamy.safetensors", other / "dreamy (copy).safetensors")
+    os.link(models / "xl" / "big.safetensors", other / "big-hardlink.safetensors")
+    lib.add_folder(models)
+    lib.add_folder(tmp_path / "other_ui")
+    run(lib.scan())
+    groups = [[r.path for r in group] for group in lib.catalog.duplicates()]
+    assert sorted(groups) == sorted([
+        [models / "dreamy.safetensors", other / "dreamy (copy).safetensors"],
+        [models / "xl" / "big.safetensors", other / "big-hardlink.safetensors"],
+    ])
+    dup = lib.catalog.find_by_hash(lib.catalog.get(models / "dreamy.safetensors").autov2)
+    assert len(dup) == 2
+    assert counting.hashes["big.safetensors"] + counting.hashes["big-hardlink.safetensors"] == 1  # same inode
+
+
+def test_deleted_file_is_tombstoned_with_its_specification_until_pruned(tmp_path, models):
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    sha = lib.catalog.get(models / "dreamy.safetensors").sha256
+    lib.catalog.set_spec_ref(sha, "specs/dreamy.gmispec")
+    os.remove(models / "dreamy.safetensors")
+    summary = run(lib.scan())
+    assert summary.tombstoned == [models / "dreamy.safetensors"]
+    gone = lib.catalog.get(models / "dreamy.safetensors")
+    assert gone.status == "missing" and gone.sha256 == sha
+    assert lib.catalog.spec_ref(sha) == "specs/dreamy.gmispec"
+    assert lib.catalog.find_by_hash(sha[:10])[0].path == gone.path  # still identifiable
+    result = lib.prune()
+    assert result.removed_files == [models / "dreamy.safetensors"]
+    assert result.removed_spec_paths == ["specs/dreamy.gmispec"]
+    assert lib.catalog.get(models / "dreamy.safetensors") is None and lib.catalog.spec_ref(sha) is None
+    assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
+
+
+def test_replacement_with_same_size_and_older_mtime_is_rehashed(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    target = models / "dreamy.safetensors"
+    lib.add_folder(models)
+    run(lib.scan())
+    old = lib.catalog.get(target)
+    replacement = tmp_path / "replacement.safetensors"
+    write_checkpoint(replacement, "sd1", seed=99)
+    assert replacement.stat().st_size == target.stat().st_size
+    with open(target, "r+b") as handle:  # rewritten in place: same inode, same size
+        handle.write(replacement.read_bytes())
+    os.utime(target, ns=(old.key[3] - 10**9, old.key[3] - 10**9))  # one second OLDER than before
+    assert target.stat().st_size == old.size
+    run(lib.scan())
+    new = lib.catalog.get(target)
+    assert new.sha256 == _sha(replacement) != old.sha256
+    assert counting.hashes["dreamy.safetensors"] == 2
+
+
+def test_file_deleted_between_listing_and_reading_is_recorded_and_the_scan_goes_on(tmp_path, models):
+    def delete_dreamy(path):
+        if path.name == "dreamy.safetensors":
+            path.unlink()
+
+    lib, _ = _library(tmp_path, Counting(before_probe=delete_dreamy))
+    lib.add_folder(models)
+    summary = run(lib.scan())
+    assert summary.vanished == [models / "dreamy.safetensors"]
+    assert any(p.path == models / "dreamy.safetensors" and "vanished" in p.reason for p in summary.problems)
+    assert lib.catalog.get(models / "dreamy.safetensors") is None
+    assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
+    assert summary.hashed == 1
+
+
+def test_file_changing_between_listing_and_reading_is_incomplete_until_it_settles(tmp_path, models):
+    grown = []
+
+    def append_once(path):
+        if path.name == "dreamy.safetensors" and not grown:
+            grown.append(path)
+            bump_mtime(path, 5_000_000)
+
+    lib, counting = _library(tmp_path, Counting(before_probe=append_once))
+    lib.add_folder(models)
+    run(lib.scan())
+    record = lib.catalog.get(models / "dreamy.safetensors")
+    assert record.status == "incomplete" and "changed while" in record.reason
+    assert counting.hashes["dreamy.safetensors"] == 0
+    run(lib.scan())
+    assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
+    assert counting.hashes["dreamy.safetensors"] == 1
+
+
+def test_truncated_mid_copy_then_completed(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    source = write_checkpoint(tmp_path / "source.safetensors", "sd2", seed=5)
+    data = source.read_bytes()
+    target = models / "copying.safetensors"
+    target.write_bytes(data[: len(data) // 2])
+    lib.add_folder(models)
+    run(lib.scan())
+    partial = lib.catalog.get(target)
+    assert partial.status == "incomplete" and partial.sha256 is None
+    assert counting.hashes["copying.safetensors"] == 0  # never hashed half-written
+    with open(target, "ab") as handle:
+        handle.write(data[len(data) // 2:])
+    run(lib.scan())
+    done = lib.catalog.get(target)
+    assert (done.status, done.family) == ("ok", "sd2")
+    assert done.sha256 == _sha(source)
+
+
+def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
+    (models / "xl" / "back_to_top").symlink_to(models, target_is_directory=True)
+    (models / "self.safetensors").symlink_to(models / "self.safetensors")
+    (models / "dangling.safetensors").symlink_to(tmp_path / "nowhere.safetensors")
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan(hash=False))
+    reasons = {p.path.name: p.reason for p in summary.problems}
+    assert reasons["back_to_top"].startswith("symlink loop back to")
+    assert reasons["self.safetensors"] == "symlink loop"
+    assert reasons["dangling.safetensors"] == "broken symbolic link"
+    assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
+    assert summary.seen == 5
+
+
+def test_unreadable_folder_and_file_are_reported_and_nothing_is_tombstoned(tmp_path, models):
+    """Real EACCES: the scan runs in a child without CAP_DAC_OVERRIDE (see tests/support/privileges)."""
+    catalog_path = tmp_path / "catalog.sqlite3"
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    lib.catalog.close()
+    locked = write_checkpoint(models / "locked.safetensors", "sd1", seed=8)  # new since the last scan
+    os.chmod(models / "xl", 0o000)
+    os.chmod(locked, 0o000)
+
+    def scan_unprivileged():
+        with pytest.raises(PermissionError):  # the child really is denied
+            os.listdir(models / "xl")
+        with Catalog(catalog_path) as catalog:
+            summary = run(Library(catalog).scan())
+        reasons = {p.path: p.reason for p in summary.problems}
+        if reasons.get(models / "xl") != "permission denied" or summary.tombstoned:
+            raise AssertionError(f"unexpected problems {reasons} / tombstoned {summary.tombstoned}")
+
+    try:
+        assert run_without_permission_override(scan_unprivileged) == 0
+    finally:
+        os.chmod(models / "xl", 0o755)
+        os.chmod(locked, 0o644)
+    with Catalog(catalog_path) as catalog:
+        assert catalog.get(models / "xl" / "big.safetensors").status == "ok"  # not tombstoned
+        denied = catalog.get(locked)
+        assert (denied.status, denied.reason) == ("skipped", "unreadable: permission denied")
+        run(Library(catalog).scan())  # readable again: probed again although its stat key is the same
+        assert catalog.get(locked).status == "ok"
+
+
+def test_missing_library_folder_is_reported_and_its_files_kept(tmp_path, models):
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan(hash=False))
+    models.rename(tmp_path / "unplugged")
+    summary = run(lib.scan(hash=False))
+    assert summary.problems[0].reason.startswith("library folder not found")
+    assert summary.tombstoned == []
+    assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
+
+
+def test_ten_thousand_files_in_one_folder(tmp_path):
+    folder = tmp_path / "embeddings"
+    write_embedding(folder / "template.safetensors")
+    data = (folder / "template.safetensors").read_bytes()
+    for i in range(10_000):
+        (folder / f"emb_{i:05d}.safetensors").write_bytes(data)
+    write_checkpoint(folder / "zz_real.safetensors", "sd1", seed=3)
+    lib, counting = _library(tmp_path)
+    lib.add_folder(folder)
+    summary = run(lib.scan())
+    statuses = Counter(r.status for r in lib.catalog.files())
+    assert statuses == Counter({"skipped": 10_001, "ok": 1})
+    assert lib.catalog.get(folder / "emb_04321.safetensors").kind == "embedding"
+    assert summary.hashed == 1
+    reads = counting.reads()
+    summary = run(lib.scan())
+    assert counting.reads() == reads and summary.unchanged == 10_002
+
+
+@pytest.mark.parametrize("ui,parts", [
+    ("AUTOMATIC1111/Forge", ("models", "Stable-diffusion")),
+    ("ComfyUI", ("models", "checkpoints")),
+    ("InvokeAI 3", ("models", "sdxl", "main")),
+    ("SwarmUI", ("Models", "Stable-Diffusion")),
+    ("Stability Matrix", ("Models", "StableDiffusion")),
+])
+def test_pointing_at_a_ui_root_scans_its_checkpoint_folder(tmp_path, ui, parts):
+    root = tmp_path / "ui"
+    checkpoint = write_checkpoint(root.joinpath(*parts) / "model.safetensors", "sd1", seed=4)
+    write_lora(root / "models" / "Lora" / "style.safetensors")
+    write_checkpoint(root / "venv" / "lib" / "test_fixture.safetensors", "sd1", seed=6)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(root)
+    summary = run(lib.scan(hash=False))
+    assert summary.folders == [(root.joinpath(*parts), ui)]
+    assert [r.path for r in lib.catalog.files()] == [checkpoint]
+
+
+def test_cancel_during_hashing_records_nothing_for_that_file(tmp_path, models):
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan(hash=False))
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        run(lib.hash_pending(cancel=cancel))
+    assert all(r.sha256 is None for r in lib.catalog.files())
+    assert len(lib.catalog.pending_hashes()) == 2
+
+
+def test_bad_folder_is_a_user_error(tmp_path):
+    lib, _ = _library(tmp_path)
+    with pytest.raises(UserInputError, match="no such folder"):
+        lib.add_folder(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserInputError, match="not a folder"):
+        lib.add_folder(tmp_path / "file.txt")
