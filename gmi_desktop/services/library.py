@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gmi_desktop.core.errors import Cancelled, IncompleteFile, UserInputError
-from gmi_desktop.services.library_walk import Candidate, Problem, WalkReport, checkpoint_dirs, walk
+from gmi_desktop.services.library_walk import (
+    MODEL_SUFFIXES,
+    Candidate,
+    Problem,
+    WalkReport,
+    checkpoint_dirs,
+    folder_key,
+    walk,
+)
 from gmi_desktop.store.catalog import Catalog, FileFacts, PruneResult, Root
 from gmi_desktop.store.hashing import hash_file, stat_key
 from gmi_desktop.store.probe import ProbeResult, probe
@@ -139,6 +147,64 @@ class Library:
         yield ScanEvent("listing", len(found), len(found))
         summary.seen = len(found)
 
+        yield from self._update(found, generation, summary, cancel)
+
+        skip = [*report.unreadable, *absent_roots]
+        stale = self.catalog.unseen(generation, [r.id for r in roots])
+        gone = [(i, p) for i, p in stale if not any(p == s or s in p.parents for s in skip)]
+        return (yield from self._finish(summary, gone, report, hash, cancel))
+
+    def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hash: bool = True,
+                cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
+        """Update just ``paths`` (files or folders inside the library folders; others are ignored):
+        what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned."""
+        summary = ScanSummary()
+        generation = self.catalog.next_generation()
+        report = WalkReport()
+        folders = [(folder, root) for root in self.catalog.roots() for folder, _ in checkpoint_dirs(root.path)]
+        found: list[tuple[Candidate, int]] = []
+        gone: list[tuple[int, Path]] = []
+        for raw in paths:
+            path = Path(os.path.abspath(os.fspath(raw)))
+            owner = next((root for folder, root in folders if path == folder or folder in path.parents), None)
+            if owner is None:
+                continue
+            if not os.path.lexists(path):
+                gone += self.catalog.present_under(path)
+                continue
+            candidates = self._candidates_at(path, report)
+            found += [(c, owner.id) for c in candidates]
+        summary.seen = len(found)
+        yield from self._update(found, generation, summary, cancel)
+        return (yield from self._finish(summary, gone, report, hash, cancel))
+
+    def _finish(self, summary, gone, report, hash, cancel):
+        """Sweep: tombstone what is gone, collapse moves; then hash what is pending."""
+        self.catalog.tombstone(i for i, _ in gone)
+        summary.tombstoned = [p for _, p in gone]
+        summary.moved = self.catalog.collapse_moves()
+        summary.problems = report.problems + summary.problems
+        if hash:
+            hashed = yield from self.hash_pending(cancel=cancel)
+            summary.hashed = hashed.hashed
+            summary.moved += hashed.moved
+            summary.problems += hashed.problems
+        return summary
+
+    def _candidates_at(self, path: Path, report: WalkReport) -> list[Candidate]:
+        try:
+            if path.is_dir():
+                if (path / "model_index.json").is_file():
+                    return [Candidate(path, folder_key(path, os.stat(path)), is_folder=True)]
+                return list(walk(path, report, {}))
+            if path.suffix.lower() in MODEL_SUFFIXES:
+                return [Candidate(path, stat_key(os.stat(path)))]
+        except OSError as exc:
+            report.problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
+        return []
+
+    def _update(self, found, generation, summary, cancel):
+        """Mark unchanged files seen; probe and record new and changed ones."""
         known = self.catalog.file_keys()
         by_key = {row.key: row.sha256 for row in known.values() if row.sha256}
         unchanged: list[int] = []
@@ -153,20 +219,6 @@ class Library:
         self.catalog.mark_seen(unchanged, generation)
         summary.unchanged = len(unchanged)
         yield from self._classify(changed, by_key, generation, summary, cancel)
-
-        skip = [*report.unreadable, *absent_roots]
-        stale = self.catalog.unseen(generation, [r.id for r in roots])
-        gone = [(i, p) for i, p in stale if not any(p == s or s in p.parents for s in skip)]
-        self.catalog.tombstone(i for i, _ in gone)
-        summary.tombstoned = [p for _, p in gone]
-        summary.moved = self.catalog.collapse_moves()
-        summary.problems = report.problems + summary.problems
-        if hash:
-            hashed = yield from self.hash_pending(cancel=cancel)
-            summary.hashed = hashed.hashed
-            summary.moved += hashed.moved
-            summary.problems += hashed.problems
-        return summary
 
     def _classify(self, changed, by_key, generation, summary, cancel):
         batch: list[tuple[FileFacts, int | None, str | None]] = []

@@ -177,6 +177,9 @@ class Catalog:
     def schema_version(self) -> int:
         return schema_version(self._conn)
 
+    def integrity_ok(self) -> bool:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
     # -- roots ----------------------------------------------------------------------------------
     def add_root(self, path: str | os.PathLike[str]) -> Root:
         text = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
@@ -263,6 +266,16 @@ class Catalog:
                 "UPDATE files SET seen_generation = ?, last_seen = ? WHERE id = ?",
                 ((generation, now, i) for i in file_ids),
             )
+
+    def present_under(self, path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+        """Present files at ``path`` or anywhere below it (a deleted or moved-away folder)."""
+        text = os.fspath(path).rstrip(os.sep) or os.sep
+        lo, hi = text + os.sep, text + chr(ord(os.sep) + 1)
+        rows = self._conn.execute(
+            "SELECT id, path FROM files WHERE status != 'missing' AND (path = ? OR (path >= ? AND path < ?)) "
+            "ORDER BY path", (text, lo, hi),
+        )
+        return [(r[0], Path(r[1])) for r in rows]
 
     def tombstone(self, file_ids: Iterable[int], reason: str = "file is gone") -> None:
         with self.transaction() as conn:
