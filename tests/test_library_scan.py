@@ -373,3 +373,19 @@ def test_bad_folder_is_a_user_error(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(UserInputError, match="not a folder"):
         lib.add_folder(tmp_path / "file.txt")
+
+
+def test_reading_in_worker_processes_gives_the_same_catalog_as_in_process(tmp_path, models):
+    for i in range(6):
+        write_checkpoint(models / "many" / f"m{i}.safetensors", "sd2", seed=10 + i)
+    results = []
+    for workers in (1, 2):
+        with Catalog(tmp_path / f"c{workers}.sqlite3") as catalog:
+            lib = Library(catalog, workers=workers, parallel_min=2)
+            lib.add_folder(models)
+            summary = run(lib.scan(hash=False))
+            assert summary.probed == 11
+            results.append([(r.path, r.status, r.reason, r.family, r.kind, r.display_name, r.metadata, r.header_len)
+                            for r in catalog.files()])
+    assert results[0] == results[1]
+    assert sum(1 for row in results[1] if row[3] == "sd2") == 6

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gmi_desktop.core.errors import Cancelled, IncompleteFile, UserInputError
+from gmi_desktop.services.library_read import default_workers, read_many
 from gmi_desktop.services.library_walk import (
     MODEL_SUFFIXES,
     Candidate,
@@ -41,7 +42,7 @@ from gmi_desktop.services.library_walk import (
 from gmi_desktop.store.catalog import Catalog, FileFacts, PruneResult, Root
 from gmi_desktop.store.hashing import hash_file, stat_key
 from gmi_desktop.store.probe import ProbeResult, probe
-from gmi_desktop.store.sidecars import read_sidecars
+from gmi_desktop.store.sidecars import SidecarInfo, read_sidecars
 
 STATUS_OF_PROBE = {"ok": "ok", "not_checkpoint": "skipped", "unsupported": "unsupported", "invalid": "invalid",
                    "incomplete": "incomplete", "unreadable": "skipped"}
@@ -93,11 +94,15 @@ def _check(cancel: Callable[[], bool] | None) -> None:
 
 class Library:
     """Library folders and their files, kept in a :class:`Catalog`. ``probe_fn``, ``hash_fn`` and
-    ``sidecars_fn`` are the real readers by default; tests wrap them to count reads."""
+    ``sidecars_fn`` are the real readers by default; tests wrap them to count reads. New and changed
+    files are read in ``workers`` processes once there are ``parallel_min`` of them."""
 
     def __init__(self, catalog: Catalog, *, probe_fn: Callable[[Path], ProbeResult] = probe,
-                 hash_fn: Callable[..., Any] = hash_file, sidecars_fn: Callable[..., Any] = read_sidecars):
+                 hash_fn: Callable[..., Any] = hash_file, sidecars_fn: Callable[..., Any] = read_sidecars,
+                 workers: int | None = None, parallel_min: int = 200):
         self.catalog = catalog
+        self.workers = default_workers() if workers is None else workers
+        self.parallel_min = parallel_min
         self._probe = probe_fn
         self._hash = hash_fn
         self._sidecars = sidecars_fn
@@ -222,49 +227,27 @@ class Library:
 
     def _classify(self, changed, by_key, generation, summary, cancel):
         batch: list[tuple[FileFacts, int | None, str | None]] = []
-        for index, (candidate, root_id) in enumerate(changed):
-            _check(cancel)
-            facts = self.facts_for(candidate)
-            if facts is None:
-                summary.vanished.append(candidate.path)
-                summary.problems.append(Problem(candidate.path, "vanished before it could be read"))
-                continue
-            sha = by_key.get(candidate.key) if facts.status == "ok" and not candidate.is_folder else None
-            summary.reused_hashes += sha is not None
-            batch.append((facts, root_id, sha))
-            summary.probed += 1
-            if len(batch) >= BATCH:
-                self.catalog.record_files(batch, generation)
-                batch = []
-            yield ScanEvent("probing", index + 1, len(changed), candidate.path)
+        reads = read_many([c.path for c, _ in changed], probe_fn=self._probe, sidecars_fn=self._sidecars,
+                          workers=self.workers, parallel_min=self.parallel_min)
+        try:
+            for index, ((candidate, root_id), (result, info)) in enumerate(zip(changed, reads)):
+                _check(cancel)
+                facts = facts_from(candidate, result, info)
+                if facts is None:
+                    summary.vanished.append(candidate.path)
+                    summary.problems.append(Problem(candidate.path, "vanished before it could be read"))
+                    continue
+                sha = by_key.get(candidate.key) if facts.status == "ok" and not candidate.is_folder else None
+                summary.reused_hashes += sha is not None
+                batch.append((facts, root_id, sha))
+                summary.probed += 1
+                if len(batch) >= BATCH:
+                    self.catalog.record_files(batch, generation)
+                    batch = []
+                yield ScanEvent("probing", index + 1, len(changed), candidate.path)
+        finally:
+            reads.close()  # stops worker processes early on cancel
         self.catalog.record_files(batch, generation)
-
-    def facts_for(self, candidate: Candidate) -> FileFacts | None:
-        """Probe one file and read its sidecars; ``None`` when it vanished before being read."""
-        result = self._probe(candidate.path)
-        key = candidate.key
-        if result.status == "unreadable":
-            if not os.path.lexists(candidate.path):
-                return None
-            return FileFacts(os.fspath(candidate.path), key, "skipped", UNREADABLE_PREFIX + result.reason)
-        if not candidate.is_folder and (result.size, result.mtime_ns) != (key[2], key[3]):
-            # Changed between listing and reading: still being written. Keep the listing key so
-            # the next scan sees a different key and probes again.
-            return FileFacts(os.fspath(candidate.path), key, "incomplete",
-                             "the file changed while it was being read (still being copied?)",
-                             file_format=result.file_format)
-        status = STATUS_OF_PROBE.get(result.status, "invalid")
-        info = None
-        if status in {"ok", "unsupported", "incomplete", "invalid"}:
-            info = self._sidecars(candidate.path, dict(result.metadata))
-        return FileFacts(
-            path=os.fspath(candidate.path), key=key, status=status, reason=result.reason,
-            file_format=result.file_format, family=result.family, variant=result.variant, kind=result.kind,
-            display_name=info.display_name if info else None, base_model=info.base_model if info else None,
-            download_count=info.download_count if info else None,
-            preview_path=os.fspath(info.preview_path) if info and info.preview_path else None,
-            metadata=dict(result.metadata), header_len=result.header_len, tensor_count=result.tensor_count,
-        )
 
     # -- hashing --------------------------------------------------------------------------------
     def hash_pending(self, *, cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
@@ -295,3 +278,26 @@ class Library:
             yield ScanEvent("hashing", len(pending), len(pending))
         summary.moved = self.catalog.collapse_moves()
         return summary
+
+
+def facts_from(candidate: Candidate, result: ProbeResult, info: SidecarInfo | None) -> FileFacts | None:
+    """Catalog facts from a probe and the sidecars; ``None`` when the file vanished before being read."""
+    key = candidate.key
+    if result.status == "unreadable":
+        if not os.path.lexists(candidate.path):
+            return None
+        return FileFacts(os.fspath(candidate.path), key, "skipped", UNREADABLE_PREFIX + result.reason)
+    if not candidate.is_folder and (result.size, result.mtime_ns) != (key[2], key[3]):
+        # Changed between listing and reading: still being written. Keep the listing key so the
+        # next scan sees a different key and reads it again.
+        return FileFacts(os.fspath(candidate.path), key, "incomplete",
+                         "the file changed while it was being read (still being copied?)",
+                         file_format=result.file_format)
+    return FileFacts(
+        path=os.fspath(candidate.path), key=key, status=STATUS_OF_PROBE.get(result.status, "invalid"),
+        reason=result.reason, file_format=result.file_format, family=result.family, variant=result.variant,
+        kind=result.kind, display_name=info.display_name if info else None,
+        base_model=info.base_model if info else None, download_count=info.download_count if info else None,
+        preview_path=os.fspath(info.preview_path) if info and info.preview_path else None,
+        metadata=dict(result.metadata), header_len=result.header_len, tensor_count=result.tensor_count,
+    )
