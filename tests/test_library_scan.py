@@ -13,7 +13,7 @@ import pytest
 from gmi_desktop.core.errors import Cancelled, UserInputError
 from gmi_desktop.services.library import Library, run
 from gmi_desktop.store.catalog import Catalog
-from gmi_desktop.store.hashing import hash_file
+from gmi_desktop.store.hashing import iter_hash_file
 from gmi_desktop.store.probe import probe
 from gmi_desktop.store.sidecars import read_sidecars
 from tests.support.library_files import bump_mtime, write_checkpoint, write_embedding, write_lora, write_vae
@@ -37,7 +37,7 @@ class Counting:
 
     def hash(self, path, **kw):
         self.hashes[Path(path).name] += 1
-        return hash_file(path, **kw)
+        return iter_hash_file(path, **kw)
 
     def read_sidecars(self, path, metadata=None):
         self.sidecars[Path(path).name] += 1
@@ -389,3 +389,27 @@ def test_reading_in_worker_processes_gives_the_same_catalog_as_in_process(tmp_pa
                             for r in catalog.files()])
     assert results[0] == results[1]
     assert sum(1 for row in results[1] if row[3] == "sd2") == 6
+
+
+def test_hashing_yields_byte_progress_inside_a_file_and_closing_the_generator_stops_it(tmp_path, models, monkeypatch):
+    import gmi_desktop.services.library as library_module
+
+    monkeypatch.setattr(library_module, "HASH_EVENT_BYTES", 2 * 1024 * 1024)
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    lib = Library(catalog, hash_fn=lambda path, **kw: iter_hash_file(path, chunk_size=1 << 20, **kw))
+    lib.add_folder(models)
+    run(lib.scan(hash=False))
+    gen = lib.hash_pending()
+    inside = []
+    for event in gen:
+        if event.bytes_done:
+            inside.append((event.path.name, event.bytes_done, event.bytes_total))
+        if len(inside) == 3:
+            gen.close()  # what a worker does on cancel: the pause point is the yield
+            break
+    size = (models / "dreamy.safetensors").stat().st_size  # first pending file, in path order
+    assert size > 6 * 1024 * 1024
+    assert inside == [("dreamy.safetensors", n * 2 * 1024 * 1024, size) for n in (1, 2, 3)]
+    assert all(r.sha256 is None for r in catalog.files())  # nothing recorded for the half-hashed file
+    run(lib.hash_pending())
+    assert len([r for r in catalog.files() if r.sha256]) == 2

@@ -40,7 +40,7 @@ from gmi_desktop.services.library_walk import (
     walk,
 )
 from gmi_desktop.store.catalog import Catalog, FileFacts, PruneResult, Root
-from gmi_desktop.store.hashing import hash_file, stat_key
+from gmi_desktop.store.hashing import iter_hash_file, stat_key
 from gmi_desktop.store.probe import ProbeResult, probe
 from gmi_desktop.store.sidecars import SidecarInfo, read_sidecars
 
@@ -48,6 +48,7 @@ STATUS_OF_PROBE = {"ok": "ok", "not_checkpoint": "skipped", "unsupported": "unsu
                    "incomplete": "incomplete", "unreadable": "skipped"}
 UNREADABLE_PREFIX = "unreadable: "  # re-probed on every scan (a chmod does not change the stat key)
 BATCH = 256
+HASH_EVENT_BYTES = 256 * 1024 * 1024  # a hashing event (pause/cancel point) at least this often
 T = TypeVar("T")
 
 
@@ -59,6 +60,8 @@ class ScanEvent:
     done: int
     total: int
     path: Path | None = None
+    bytes_done: int = 0  # hashing: progress inside the current file
+    bytes_total: int = 0
 
 
 @dataclass
@@ -87,6 +90,20 @@ def run(gen: Generator[Any, None, T], on_event: Callable[[Any], None] | None = N
             on_event(event)
 
 
+def _every(steps: Generator[tuple[int, int], None, T], every: int,
+           make: Callable[[int, int], ScanEvent]) -> Generator[ScanEvent, None, T]:
+    """Re-yield ``(done, total)`` byte progress as events, one per ``every`` bytes."""
+    mark = every
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if done >= mark:
+            mark = done + every
+            yield make(done, total)
+
+
 def _check(cancel: Callable[[], bool] | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled("scan cancelled")
@@ -94,11 +111,12 @@ def _check(cancel: Callable[[], bool] | None) -> None:
 
 class Library:
     """Library folders and their files, kept in a :class:`Catalog`. ``probe_fn``, ``hash_fn`` and
-    ``sidecars_fn`` are the real readers by default; tests wrap them to count reads. New and changed
+    ``sidecars_fn`` are the real readers by default (``hash_fn`` is a generator function like
+    :func:`iter_hash_file`); tests wrap them to count reads. New and changed
     files are read in ``workers`` processes once there are ``parallel_min`` of them."""
 
     def __init__(self, catalog: Catalog, *, probe_fn: Callable[[Path], ProbeResult] = probe,
-                 hash_fn: Callable[..., Any] = hash_file, sidecars_fn: Callable[..., Any] = read_sidecars,
+                 hash_fn: Callable[..., Any] = iter_hash_file, sidecars_fn: Callable[..., Any] = read_sidecars,
                  workers: int | None = None, parallel_min: int = 200):
         self.catalog = catalog
         self.workers = default_workers() if workers is None else workers
@@ -263,8 +281,11 @@ class Library:
                 if stat_key(os.stat(record.path)) != record.key:
                     summary.problems.append(Problem(record.path, "changed since the scan; rescan to hash it"))
                     continue
-                hashes = done_by_key.get(record.key) or self._hash(
-                    record.path, tensor_offset=record.header_len or None, cancel=cancel)
+                hashes = done_by_key.get(record.key)
+                if hashes is None:
+                    steps = self._hash(record.path, tensor_offset=record.header_len or None, cancel=cancel)
+                    hashes = yield from _every(steps, HASH_EVENT_BYTES, lambda d, t: ScanEvent(
+                        "hashing", index, len(pending), record.path, d, t))
             except IncompleteFile as exc:
                 summary.problems.append(Problem(record.path, exc.reason))
                 continue

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from gmi_desktop.core.errors import Cancelled, IncompleteFile
@@ -68,18 +68,38 @@ def hash_file(
 ) -> FileHashes:
     """Hash ``path`` (see the module docstring). Raises OSError when the file cannot be read,
     :class:`Cancelled` when ``cancel()`` turns true and :class:`IncompleteFile` when the file
-    keeps changing under us."""
+    keeps changing under us. ``progress(done, total)`` is called after every chunk."""
+    steps = iter_hash_file(path, tensor_offset=tensor_offset, cancel=cancel, retries=retries, chunk_size=chunk_size)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
+
+
+def iter_hash_file(
+    path: str | os.PathLike[str],
+    *,
+    tensor_offset: int | None = None,
+    cancel: CancelFn | None = None,
+    retries: int = 2,
+    chunk_size: int = CHUNK_SIZE,
+) -> Generator[tuple[int, int], None, FileHashes]:
+    """:func:`hash_file` as a generator: yields ``(bytes done, bytes total)`` after every chunk
+    (a pause/cancel point for a worker) and returns the :class:`FileHashes`."""
     buffer = bytearray(chunk_size)
     for _attempt in range(retries + 1):
         before = stat_key(os.stat(path))
-        result = _one_pass(path, before, tensor_offset, cancel, progress, buffer)
+        result = yield from _one_pass(path, before, tensor_offset, cancel, buffer)
         after = stat_key(os.stat(path))
         if result is not None and after == before:
             return result
     raise IncompleteFile(path, "the file kept changing while it was being hashed")
 
 
-def _one_pass(path, before: StatKey, tensor_offset, cancel, progress, buffer: bytearray) -> FileHashes | None:
+def _one_pass(path, before: StatKey, tensor_offset, cancel, buffer: bytearray):
     view = memoryview(buffer)
     full = hashlib.sha256()
     tensors = hashlib.sha256() if tensor_offset is not None else None
@@ -105,10 +125,9 @@ def _one_pass(path, before: StatKey, tensor_offset, cancel, progress, buffer: by
                 hi = min(AUTOV1_OFFSET + AUTOV1_LENGTH, end) - done
                 window += chunk[lo:hi]
             done = end
-            if progress is not None:
-                progress(done, total)
+            yield done, total
     if done != total:
-        return None  # shrank or grew while we read
+        return None  # shrank while we read (growth shows in the stat after the pass)
     autov1 = hashlib.sha256(window).hexdigest()[:8] if window else None
     tensor_hex = tensors.hexdigest() if tensors is not None and total >= tensor_offset else None
     return FileHashes(full.hexdigest(), autov1, tensor_hex, total, before)
