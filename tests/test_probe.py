@@ -348,3 +348,22 @@ def test_header_is_struct_little_endian(tmp_path):
     (n,) = struct.unpack("<Q", path.read_bytes()[:8])
     assert probe(path).header_len == 8 + n
     assert _library_accepts(path)
+
+
+def test_symlinks(tmp_path):
+    target = write_safetensors_header(tmp_path / "real.safetensors", small_checkpoint("sd1"))
+    (tmp_path / "link.safetensors").symlink_to(target)
+    (tmp_path / "dangling.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    (tmp_path / "loop_a.safetensors").symlink_to(tmp_path / "loop_b.safetensors")
+    (tmp_path / "loop_b.safetensors").symlink_to(tmp_path / "loop_a.safetensors")
+    assert probe(tmp_path / "link.safetensors").ok
+    _expect(probe(tmp_path / "dangling.safetensors"), "unreadable", "broken symlink")
+    _expect(probe(tmp_path / "loop_a.safetensors"), "unreadable", "symlink loop")
+
+
+def test_result_carries_the_stat_of_what_was_read(tmp_path):
+    path = write_safetensors_header(tmp_path / "m.safetensors", small_checkpoint("sdxl"))
+    st = path.stat()
+    result = probe(path)
+    assert (result.size, result.mtime_ns, result.device, result.inode) == (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    assert hash(result) == hash(probe(path))  # frozen and hashable, metadata included by value in ==

@@ -58,16 +58,31 @@ def _not(kind: str, reason: str) -> Classification:
     return Classification("not_checkpoint", kind=kind, reason=reason)
 
 
-def _any(names: list[str], *needles: str) -> bool:
-    return any(n in name for name in names for n in needles)
+class _Names(list):
+    """Tensor names plus ``blob``, all of them joined: one C-level search answers "does any key
+    start with / contain X" without a Python loop over thousands of names."""
+
+    def __init__(self, names):
+        super().__init__(names)
+        self.blob = "\n" + "\n".join(self) + "\n"
 
 
-def _starts(names: list[str], *prefixes: str) -> bool:
-    return any(name.startswith(prefixes) for name in names)
+def _any(names: _Names, *needles: str) -> bool:
+    return any(n in names.blob for n in needles)
 
 
-def _adapter_kind(names: list[str]) -> Classification | None:
-    """LoRA, LyCORIS, ControlNet, embeddings: files that modify or steer a checkpoint."""
+def _starts(names: _Names, *prefixes: str) -> bool:
+    return any("\n" + p in names.blob for p in prefixes)
+
+
+# every adapter needle below contains one of these; a checkpoint contains none of them
+_ADAPTER_SENTINELS = ("lora", "hada_", "lokr_", "oft_", "control", "input_hint")
+
+
+def _adapter_kind(names: _Names) -> Classification | None:
+    """LoRA, LyCORIS, ControlNet: files that modify or steer a checkpoint."""
+    if not _any(names, *_ADAPTER_SENTINELS):
+        return None
     if _any(names, ".hada_w1", ".hada_w2", ".lokr_w1", ".lokr_w2", ".oft_blocks", ".oft_diag"):
         return _not("lycoris", "LyCORIS network (LoHa/LoKr/OFT weights), not a checkpoint")
     if _starts(names, "lora_unet_", "lora_te_", "lora_te1_", "lora_te2_") or _any(
@@ -83,7 +98,7 @@ def _adapter_kind(names: list[str]) -> Classification | None:
     return None
 
 
-def _embedding_kind(table: Shapes, names: list[str]) -> Classification | None:
+def _embedding_kind(table: Shapes, names: _Names) -> Classification | None:
     """Textual-inversion embeddings: a handful of small ``[vectors, width]`` tensors."""
     small = len(names) <= 4 and all(len(shape) <= 2 for _, shape in table.values())
     if not small:
@@ -99,7 +114,7 @@ def _embedding_kind(table: Shapes, names: list[str]) -> Classification | None:
     return None
 
 
-def _part_kind(names: list[str]) -> Classification:
+def _part_kind(names: _Names) -> Classification:
     """No original-layout UNet: a VAE, a text encoder, a bare UNet, or something else."""
     diffusers_unet = _starts(names, "conv_in.", "time_embedding.") and _any(
         names, "down_blocks.", "up_blocks."
@@ -120,33 +135,44 @@ def _part_kind(names: list[str]) -> Classification:
     return _not("unknown", "unknown: no Stable Diffusion UNet keys")
 
 
-def _context_widths(table: Shapes) -> dict[int, int]:
+def _names_ending(names: _Names, suffix: str) -> list[str]:
+    """Every name ending in ``suffix``, found by searching the joined names (no per-name loop)."""
+    found, blob, needle = [], names.blob, suffix + "\n"
+    end = blob.find(needle)
+    while end != -1:
+        found.append(blob[blob.rfind("\n", 0, end) + 1:end + len(suffix)])
+        end = blob.find(needle, end + 1)
+    return found
+
+
+def _context_widths(table: Shapes, names: _Names) -> dict[int, int]:
     widths: dict[int, int] = {}
-    for name, (_dtype, shape) in table.items():
-        if name.startswith(UNET) and name.endswith("attn2.to_k.weight") and len(shape) == 2:
+    for name in _names_ending(names, "attn2.to_k.weight"):
+        shape = table[name][1] if name.startswith(UNET) and name in table else ()
+        if len(shape) == 2:
             widths[shape[1]] = widths.get(shape[1], 0) + 1
     return widths
 
 
-def _prediction(names: set[str], metadata: Mapping[str, str]) -> str | None:
+def _prediction(names: _Names, metadata: Mapping[str, str]) -> str | None:
     declared = metadata.get("modelspec.prediction_type", "").strip().lower()
     if declared in {"v", "v_prediction", "v-prediction"}:
         return "v_prediction"
     if declared in {"epsilon", "eps"}:
         return "epsilon"
-    if "v_pred" in names:  # ComfyUI marks v-prediction checkpoints with this (empty) tensor
+    if "\nv_pred\n" in names.blob:  # ComfyUI marks v-prediction checkpoints with this (empty) tensor
         return "v_prediction"
     return None
 
 
-def _unet_checkpoint(table: Shapes, names: list[str], metadata: Mapping[str, str]) -> Classification:
+def _unet_checkpoint(table: Shapes, names: _Names, metadata: Mapping[str, str]) -> Classification:
     """Original-layout UNet present: work out family and variant, then check completeness."""
-    if _any(names, "joint_blocks.", "double_blocks."):
+    if _any(names, ".joint_blocks.", ".double_blocks."):
         return Classification(
             "unsupported", kind="unknown",
             reason="SD3/Flux-style checkpoint; only SD 1.x, SD 2.x and SDXL are supported",
         )
-    widths = _context_widths(table)
+    widths = _context_widths(table, names)
     if not widths:
         return Classification(
             "unsupported", kind="unknown",
@@ -178,7 +204,7 @@ def _unet_checkpoint(table: Shapes, names: list[str], metadata: Mapping[str, str
             "unsupported", family=family, kind="unknown",
             reason=f"{FAMILY_NAMES[family]} UNet with {in_channels} input channels (unknown variant)",
         )
-    prediction = _prediction(set(names), metadata)
+    prediction = _prediction(names, metadata)
     has_vae = _starts(names, VAE)
     has_te = _starts(names, TE_SDXL if family in {"sdxl", "sdxl_refiner"} else TE_SD)
     if not (has_vae and has_te):
@@ -200,7 +226,7 @@ def _unet_checkpoint(table: Shapes, names: list[str], metadata: Mapping[str, str
 def classify_tensors(table: Shapes, metadata: Mapping[str, str] | None = None) -> Classification:
     """Classify a safetensors tensor table (``name -> (dtype, shape)``) from names and shapes."""
     metadata = metadata or {}
-    names = [n for n in table if n != "__metadata__"]
+    names = _Names([n for n in table if n != "__metadata__"] if "__metadata__" in table else list(table))
     if not names:
         return _not("unknown", "no tensors in the file")
     adapter = _adapter_kind(names)

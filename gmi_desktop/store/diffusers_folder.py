@@ -120,7 +120,8 @@ def probe_diffusers_folder(path: Path, st: os.stat_result) -> ProbeResult:
     """Probe a directory: a diffusers pipeline folder, or just a directory."""
     def result(status: str, reason: str = "", **kw) -> ProbeResult:
         fmt = kw.pop("fmt", "diffusers")
-        return ProbeResult(path, status, fmt, reason=reason, mtime_ns=st.st_mtime_ns, **kw)
+        return ProbeResult(path, status, fmt, reason=reason, mtime_ns=st.st_mtime_ns, device=st.st_dev,
+                           inode=st.st_ino, **kw)
 
     if not (path / "model_index.json").is_file():
         return result("not_checkpoint", "a directory without model_index.json, not a model", fmt="unknown",

@@ -60,10 +60,13 @@ class ProbeResult:
     reason: str = ""
     size: int = 0
     header_len: int = 0
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     tensor_count: int = 0
     prediction: str | None = None  # "v_prediction" | "epsilon" when the file declares it
+    # the stat of the file as read (fstat of the open descriptor): a catalog keys on these
     mtime_ns: int = 0
+    device: int = 0
+    inode: int = 0
 
     @property
     def ok(self) -> bool:
@@ -82,9 +85,10 @@ class ProbeResult:
 
 
 def _result(path: Path, status: str, fmt: str, reason: str, st: os.stat_result | None = None, **kw):
-    size = st.st_size if st is not None else 0
-    mtime = st.st_mtime_ns if st is not None else 0
-    return ProbeResult(path, status, fmt, reason=reason, size=size, mtime_ns=mtime, **kw)
+    if st is not None:
+        kw.setdefault("size", st.st_size)
+        kw.update(mtime_ns=st.st_mtime_ns, device=st.st_dev, inode=st.st_ino)
+    return ProbeResult(path, status, fmt, reason=reason, **kw)
 
 
 def _os_error_reason(exc: OSError) -> str:
@@ -148,7 +152,10 @@ def probe(path: str | PathLike[str]) -> ProbeResult:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return _result(path, "unreadable", "unknown", _os_error_reason(exc))
+        reason = _os_error_reason(exc)
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            reason = "broken symlink: its target does not exist"
+        return _result(path, "unreadable", "unknown", reason)
     except ValueError as exc:  # embedded NUL and the like
         return _result(path, "unreadable", "unknown", f"bad path: {exc}")
     if stat.S_ISDIR(st.st_mode):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import chain
+from operator import mul, sub
 from dataclasses import dataclass, field
 
 # bits per element, the dtype names of safetensors 0.8
@@ -56,11 +58,13 @@ class _Duplicate(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key)
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
     return out
 
 
@@ -68,26 +72,59 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _decode(raw: bytes) -> dict:
+def _loads(text: str, hook=None) -> object:
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HeaderError(f"header is not valid UTF-8 (byte {exc.start + 8} of the file)") from None
-    try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=hook, parse_constant=_reject_constant)
     except _Duplicate as exc:
         raise HeaderError(f"duplicate key {exc.key!r} in header") from None
     except json.JSONDecodeError as exc:
         raise HeaderError(f"header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (ValueError, RecursionError) as exc:
         raise HeaderError(f"header is not valid JSON: {exc}") from None
+
+
+def _surely_no_duplicates(text: str, value: dict) -> bool:
+    """Cheap proof that no object in the header repeats a key, else ``False`` (then look closer).
+
+    Each key in the parsed objects owns one ``:`` of the text; the only other colons sit inside
+    strings. Counting the keys of the two levels a header has, plus the colons inside their
+    strings, gives at most the colons of the text, and exactly that only when nothing was dropped
+    by a repeated key (and nothing is hidden in deeper levels or ``\\u`` escapes, which we do not
+    count and so send to the exact check).
+    """
+    if "\\u" in text:
+        return False
+    if set(map(type, value.values())) - {dict}:  # an entry that is not an object: exact parse
+        return False
+    keys = len(value) + sum(map(len, value.values()))
+    meta = value.get("__metadata__")
+    inside = "".join(value)
+    if isinstance(meta, dict):
+        inside += "".join(meta) + "".join(v for v in meta.values() if isinstance(v, str))
+    return text.count(":") == keys + inside.count(":")
+
+
+def _decode(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HeaderError(f"header is not valid UTF-8 (byte {exc.start + 8} of the file)") from None
+    value = _loads(text)
     if not isinstance(value, dict):
         raise HeaderError(f"header is a JSON {_json_type(value)}, not an object")
+    if not _surely_no_duplicates(text, value):
+        value = _loads(text, _no_duplicates)  # exact: names the repeated key, or finds none
     return value
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _counts(value: object) -> bool:
+    """A JSON array of non-negative integers (``type is int`` keeps booleans out)."""
+    if type(value) is not list:
+        return False
+    for item in value:
+        if type(item) is not int or item < 0:
+            return False
+    return True
 
 
 def _metadata(value: object) -> tuple[dict[str, str], list[str]]:
@@ -121,9 +158,9 @@ def _entry(name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:
         raise HeaderError(f"tensor {name!r}: missing dtype")
     if dtype not in DTYPE_BITS:
         raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+    if not _counts(shape):
         raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+    if not (_counts(offsets) and len(offsets) == 2):
         raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} are not two non-negative integers")
     begin, end = offsets
     if end < begin:
@@ -143,7 +180,7 @@ def _dtype_and_shape(info: object) -> tuple[str, tuple[int, ...]] | None:
     if not isinstance(info, dict):
         return None
     dtype, shape = info.get("dtype"), info.get("shape")
-    if isinstance(dtype, str) and isinstance(shape, list) and all(_is_count(d) for d in shape):
+    if isinstance(dtype, str) and _counts(shape):
         return dtype, tuple(shape)
     return None
 
@@ -168,14 +205,42 @@ def _check_layout(spans: list[tuple[int, int, str]], data_len: int) -> int:
     return cursor
 
 
-def parse_header(raw: bytes, data_len: int) -> Header:
-    """Validate header bytes ``raw``; ``data_len`` is the size of the file after the header."""
-    value = _decode(raw)
-    metadata, problems = _metadata(value.pop("__metadata__", None))
+def _well_formed(entries: dict) -> tuple[Table, list[tuple[int, int, str]]] | None:
+    """The tensor table and sorted spans when every entry is well formed and contiguous, checked
+    column-wise with C-level builtins (a 2 500-key SDXL header in well under a millisecond);
+    ``None`` sends the header to the entry-by-entry checks that name what is wrong."""
+    infos = list(entries.values())
+    if set(map(type, infos)) - {dict}:
+        return None
+    dtypes = [info.get("dtype") for info in infos]
+    shapes = [info.get("shape") for info in infos]
+    offsets = [info.get("data_offsets") for info in infos]
+    try:
+        if not set(dtypes) <= DTYPE_BITS.keys():
+            return None
+    except TypeError:  # an unhashable dtype
+        return None
+    if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list} or set(map(len, offsets)) - {2}:
+        return None
+    dims, bounds = list(chain.from_iterable(shapes)), list(chain.from_iterable(offsets))
+    if set(map(type, dims)) - {int} or set(map(type, bounds)) - {int} or min(dims + bounds, default=0) < 0:
+        return None
+    begins, ends = bounds[0::2], bounds[1::2]
+    bits = list(map(mul, map(math.prod, shapes), map(DTYPE_BITS.__getitem__, dtypes)))
+    if bits != [8 * n for n in map(sub, ends, begins)]:  # also catches end < begin, partial bytes
+        return None
+    spans = sorted(zip(begins, ends, entries))
+    if spans and (spans[0][0] != 0 or [s[0] for s in spans[1:]] != [s[1] for s in spans[:-1]]):
+        return None
+    return dict(zip(entries, zip(dtypes, map(tuple, shapes)))), spans
+
+
+def _checked_one_by_one(entries: dict, metadata: dict[str, str], data_len: int) -> tuple[Table, int]:
+    """Entry-by-entry validation that names the first problem; returns (table, data bytes)."""
     tensors: Table = {}
     spans: list[tuple[int, int, str]] = []
     first_error: HeaderError | None = None
-    for name, info in value.items():
+    for name, info in entries.items():
         try:
             dtype, shape, begin, end = _entry(name, info)
         except HeaderError as exc:
@@ -186,23 +251,40 @@ def parse_header(raw: bytes, data_len: int) -> Header:
             continue
         tensors[name] = (dtype, shape)
         spans.append((begin, end, name))
-    if first_error is not None:
-        first_error.tensors, first_error.metadata = tensors, metadata
-        raise first_error
     try:
-        total = _check_layout(spans, data_len)
+        if first_error is not None:
+            raise first_error
+        return tensors, _check_layout(spans, data_len)
     except HeaderError as exc:
         exc.tensors, exc.metadata = tensors, metadata
         raise
+
+
+def parse_header(raw: bytes, data_len: int) -> Header:
+    """Validate header bytes ``raw``; ``data_len`` is the size of the file after the header."""
+    value = _decode(raw)
+    metadata, problems = _metadata(value.pop("__metadata__", None))
+    fast = _well_formed(value)
+    if fast is not None:
+        tensors, spans = fast
+        total = spans[-1][1] if spans else 0
+    else:
+        tensors, total = _checked_one_by_one(value, metadata, data_len)
+    return _with_coverage(Header(tensors, metadata, total, tuple(problems)), data_len)
+
+
+def _with_coverage(header: Header, data_len: int) -> Header:
+    """The tensors must cover the data region exactly: less data is a cut-off file."""
+    total = header.data_len
     if total > data_len:
         raise HeaderError(
             f"file is truncated: tensor data should be {total} bytes but only {data_len} are present "
             "(still being copied, or an interrupted download)",
-            incomplete=True, tensors=tensors, metadata=metadata,
+            incomplete=True, tensors=header.tensors, metadata=header.metadata,
         )
     if total < data_len:
         raise HeaderError(
             f"{data_len - total} unexpected bytes after the last tensor; the file is not valid safetensors",
-            tensors=tensors, metadata=metadata,
+            tensors=header.tensors, metadata=header.metadata,
         )
-    return Header(tensors, metadata, total, tuple(problems))
+    return header
