@@ -308,7 +308,7 @@ def facts_from(candidate: Candidate, result: ProbeResult, info: SidecarInfo | No
         if not os.path.lexists(candidate.path):
             return None
         return FileFacts(os.fspath(candidate.path), key, "skipped", UNREADABLE_PREFIX + result.reason)
-    if not candidate.is_folder and (result.size, result.mtime_ns) != (key[2], key[3]):
+    if not candidate.is_folder and (result.device, result.inode, result.size, result.mtime_ns) != key:
         # Changed between listing and reading: still being written. Keep the listing key so the
         # next scan sees a different key and reads it again.
         return FileFacts(os.fspath(candidate.path), key, "incomplete",
