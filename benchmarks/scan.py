@@ -60,9 +60,9 @@ def bench_scan(tmp: Path, count: int) -> None:
     with Catalog(tmp / "catalog.sqlite3") as catalog:
         library = Library(catalog)
         library.add_folder(folder)
-        cold, summary = _timed(lambda: run(library.scan(hash=False)))
+        cold, summary = _timed(lambda: run(library.scan(hashing=False)))
         ok = sum(1 for r in catalog.files() if r.status == "ok" and r.family == "sd1")
-        warm, again = _timed(lambda: run(library.scan(hash=False)))
+        warm, again = _timed(lambda: run(library.scan(hashing=False)))
     assert ok == count and again.unchanged == count and again.probed == 0  # noqa: S101 - bench sanity
     print(f"cold scan + classify: {count} files x {keys} keys in {cold:.3f} s "
           f"({count / cold:.0f} files/s); target 2.0 s -> {cold / 2.0:.2f} of budget "

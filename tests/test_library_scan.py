@@ -259,7 +259,7 @@ def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     (models / "dangling.safetensors").symlink_to(tmp_path / "nowhere.safetensors")
     lib, _ = _library(tmp_path)
     lib.add_folder(models)
-    summary = run(lib.scan(hash=False))
+    summary = run(lib.scan(hashing=False))
     reasons = {p.path.name: p.reason for p in summary.problems}
     assert reasons["back_to_top"].startswith("symlink loop back to")
     assert reasons["self.safetensors"] == "symlink loop"
@@ -304,9 +304,9 @@ def test_unreadable_folder_and_file_are_reported_and_nothing_is_tombstoned(tmp_p
 def test_missing_library_folder_is_reported_and_its_files_kept(tmp_path, models):
     lib, _ = _library(tmp_path)
     lib.add_folder(models)
-    run(lib.scan(hash=False))
+    run(lib.scan(hashing=False))
     models.rename(tmp_path / "unplugged")
-    summary = run(lib.scan(hash=False))
+    summary = run(lib.scan(hashing=False))
     assert summary.problems[0].reason.startswith("library folder not found")
     assert summary.tombstoned == []
     assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
@@ -345,7 +345,7 @@ def test_pointing_at_a_ui_root_scans_its_checkpoint_folder(tmp_path, ui, parts):
     write_checkpoint(root / "venv" / "lib" / "test_fixture.safetensors", "sd1", seed=6)
     lib, _ = _library(tmp_path)
     lib.add_folder(root)
-    summary = run(lib.scan(hash=False))
+    summary = run(lib.scan(hashing=False))
     assert summary.folders == [(root.joinpath(*parts), ui)]
     assert [r.path for r in lib.catalog.files()] == [checkpoint]
 
@@ -353,7 +353,7 @@ def test_pointing_at_a_ui_root_scans_its_checkpoint_folder(tmp_path, ui, parts):
 def test_cancel_during_hashing_records_nothing_for_that_file(tmp_path, models):
     lib, _ = _library(tmp_path)
     lib.add_folder(models)
-    run(lib.scan(hash=False))
+    run(lib.scan(hashing=False))
     calls = []
 
     def cancel():
@@ -383,7 +383,7 @@ def test_reading_in_worker_processes_gives_the_same_catalog_as_in_process(tmp_pa
         with Catalog(tmp_path / f"c{workers}.sqlite3") as catalog:
             lib = Library(catalog, workers=workers, parallel_min=2)
             lib.add_folder(models)
-            summary = run(lib.scan(hash=False))
+            summary = run(lib.scan(hashing=False))
             assert summary.probed == 11
             results.append([(r.path, r.status, r.reason, r.family, r.kind, r.display_name, r.metadata, r.header_len)
                             for r in catalog.files()])
@@ -398,7 +398,7 @@ def test_hashing_yields_byte_progress_inside_a_file_and_closing_the_generator_st
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     lib = Library(catalog, hash_fn=lambda path, **kw: iter_hash_file(path, chunk_size=1 << 20, **kw))
     lib.add_folder(models)
-    run(lib.scan(hash=False))
+    run(lib.scan(hashing=False))
     gen = lib.hash_pending()
     inside = []
     for event in gen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import time
 
@@ -181,8 +182,9 @@ def test_real_observer_reports_created_and_deleted_files(setup):
 
 
 def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
-    folder, library, counting, clock, watcher, events = setup
-    watcher._observer_factory = FailingObserver
+    folder, library, counting, clock, _, events = setup
+    watcher = LibraryWatcher(library, poll_interval_s=60, clock=clock, observer_factory=FailingObserver,
+                             on_event=events.append)
     assert watcher.start() == "polling"
     assert events[0].kind == "fallback" and "inotify watch limit reached" in events[0].detail
     assert "rescanning every 60 s" in events[0].detail
@@ -201,3 +203,20 @@ def test_observer_dying_later_also_falls_back(setup):
     watcher._observer.join(5)
     watcher.poll()
     assert watcher.mode == "polling" and events[-1].kind == "fallback"
+
+
+def test_sidecar_appearing_later_rereads_the_model_beside_it(setup):
+    folder, library, counting, clock, watcher, events = setup
+    model = folder / "existing.safetensors"
+    assert library.catalog.get(model).download_count is None
+    info = folder / "existing.civitai.info"
+    info.write_text(json.dumps({"id": 7, "modelId": 3, "name": "v1.0", "baseModel": "SD 1.5",
+                                "stats": {"downloadCount": 4242}, "model": {"name": "Existing"}}))
+    watcher.notify(info, "created")
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    assert _kinds(watcher.poll()) == [("updated", "existing.safetensors", "ok")]
+    record = library.catalog.get(model)
+    assert record.download_count == 4242 and record.base_model == "SD 1.5"
+    assert counting.hashes["existing.safetensors"] == 1  # content unchanged: not hashed again

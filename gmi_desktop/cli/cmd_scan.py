@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
             roots = catalog.roots()
         if not roots:
             raise UserInputError(None, "no library folders yet", "run: gmi-desktop scan FOLDER")
-        summary = run(library.scan(roots, hash=not args.no_hash), _Progress())
+        summary = run(library.scan(roots, hashing=not args.no_hash), _Progress())
         root_ids = {r.id for r in roots}
         records = [r for r in catalog.files() if r.root_id in root_ids]
         duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}

@@ -145,7 +145,7 @@ class Library:
         return self.catalog.prune()
 
     # -- scanning -------------------------------------------------------------------------------
-    def scan(self, roots: Iterable[Root] | None = None, *, hash: bool = True,
+    def scan(self, roots: Iterable[Root] | None = None, *, hashing: bool = True,
              cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Scan ``roots`` (default: every library folder); see the module docstring."""
         roots = list(self.catalog.roots() if roots is None else roots)
@@ -175,12 +175,13 @@ class Library:
         skip = [*report.unreadable, *absent_roots]
         stale = self.catalog.unseen(generation, [r.id for r in roots])
         gone = [(i, p) for i, p in stale if not any(p == s or s in p.parents for s in skip)]
-        return (yield from self._finish(summary, gone, report, hash, cancel))
+        return (yield from self._finish(summary, gone, report, hashing, cancel))
 
-    def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hash: bool = True,
+    def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hashing: bool = True, force: bool = False,
                 cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Update just ``paths`` (files or folders inside the library folders; others are ignored):
-        what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned."""
+        what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned.
+        ``force`` re-reads files even when their stat key is unchanged (a sidecar changed)."""
         summary = ScanSummary()
         generation = self.catalog.next_generation()
         report = WalkReport()
@@ -198,16 +199,16 @@ class Library:
             candidates = self._candidates_at(path, report)
             found += [(c, owner.id) for c in candidates]
         summary.seen = len(found)
-        yield from self._update(found, generation, summary, cancel)
-        return (yield from self._finish(summary, gone, report, hash, cancel))
+        yield from self._update(found, generation, summary, cancel, force=force)
+        return (yield from self._finish(summary, gone, report, hashing, cancel))
 
-    def _finish(self, summary, gone, report, hash, cancel):
+    def _finish(self, summary, gone, report, hashing, cancel):
         """Sweep: tombstone what is gone, collapse moves; then hash what is pending."""
         self.catalog.tombstone(i for i, _ in gone)
         summary.tombstoned = [p for _, p in gone]
         summary.moved = self.catalog.collapse_moves()
         summary.problems = report.problems + summary.problems
-        if hash:
+        if hashing:
             hashed = yield from self.hash_pending(cancel=cancel)
             summary.hashed = hashed.hashed
             summary.moved += hashed.moved
@@ -226,7 +227,7 @@ class Library:
             report.problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
         return []
 
-    def _update(self, found, generation, summary, cancel):
+    def _update(self, found, generation, summary, cancel, force: bool = False):
         """Mark unchanged files seen; probe and record new and changed ones."""
         known = self.catalog.file_keys()
         by_key = {row.key: row.sha256 for row in known.values() if row.sha256}
@@ -234,7 +235,7 @@ class Library:
         changed: list[tuple[Candidate, int]] = []
         for candidate, root_id in found:
             row = known.get(os.fspath(candidate.path))
-            if (row is not None and row.key == candidate.key and row.status != "missing"
+            if (not force and row is not None and row.key == candidate.key and row.status != "missing"
                     and not row.reason.startswith(UNREADABLE_PREFIX)):
                 unchanged.append(row.id)
             else:

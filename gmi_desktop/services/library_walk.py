@@ -34,6 +34,9 @@ KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Stability Matrix", ("Models", "StableDiffusion")),
     ("Stability Matrix", ("Data", "Models", "StableDiffusion")),
 )
+# Files other tools leave beside a model (see store/sidecars.py), longest ending first.
+SIDECAR_ENDINGS = (".civitai.info", ".cm-info.json", ".preview.png", ".preview.jpg", ".preview.jpeg",
+                   ".preview.webp", ".png", ".jpg", ".jpeg", ".webp")
 INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
 
 
@@ -65,6 +68,18 @@ def checkpoint_dirs(root: Path) -> list[tuple[Path, str]]:
     if not found and (root / INVOKEAI_MARKER).is_file() and (root / "models").is_dir():
         found = [(root / "models", "InvokeAI")]
     return found or [(root, "folder")]
+
+
+def models_beside_sidecar(path: Path) -> list[Path]:
+    """The model files (or diffusers folder) a sidecar file belongs to; empty if it is none."""
+    name = path.name.lower()
+    ending = next((e for e in SIDECAR_ENDINGS if name.endswith(e)), None)
+    if ending is None:
+        return []
+    stem = path.name[: len(path.name) - len(ending)]
+    found = [path.with_name(stem + suffix) for suffix in sorted(MODEL_SUFFIXES)]
+    found.append(path.with_name(stem))
+    return [p for p in found if p.exists()]
 
 
 def folder_key(folder: Path, st: os.stat_result) -> StatKey:

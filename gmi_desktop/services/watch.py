@@ -9,7 +9,8 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
 * a file must then keep the same stat key ``(device, inode, size, mtime_ns)`` for ``stable_s``
   before it is probed; a file still being copied keeps changing and stays deferred, and a file
   the probe finds shorter than its header declares is recorded ``incomplete`` and never hashed;
-* what is gone is tombstoned; a folder moved in is walked;
+* what is gone is tombstoned; a folder moved in is walked; a sidecar (``.civitai.info``,
+  ``.cm-info.json``, preview image) appearing or changing re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
   event.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.services.library import Library, run
-from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs
+from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, models_beside_sidecar
 from gmi_desktop.store.hashing import StatKey, stat_key
 
 
@@ -61,12 +62,12 @@ class LibraryWatcher:
     def __init__(self, library: Library, *, debounce_s: float = 1.5, stable_s: float = 2.0,
                  poll_interval_s: float = 300.0, clock: Callable[[], float] = time.monotonic,
                  observer_factory: Callable[[], Any] = _default_observer,
-                 on_event: Callable[[WatchEvent], None] | None = None, hash: bool = True):
+                 on_event: Callable[[WatchEvent], None] | None = None, hashing: bool = True):
         self.library = library
         self.debounce_s, self.stable_s, self.poll_interval_s = debounce_s, stable_s, poll_interval_s
         self.clock = clock
         self.on_event = on_event
-        self.hash = hash
+        self.hashing = hashing
         self.mode = "stopped"  # "watching" | "polling" | "stopped"
         self._observer_factory = observer_factory
         self._observer: Any = None
@@ -157,7 +158,7 @@ class LibraryWatcher:
         now = self.clock()
         if self.mode == "polling" and now - self._last_rescan >= self.poll_interval_s:
             self._last_rescan = now
-            summary = run(self.library.scan(hash=self.hash))
+            summary = run(self.library.scan(hashing=self.hashing))
             self._emit(events, WatchEvent("rescanned", None, f"{summary.seen} files, {summary.probed} new or changed"))
         ready: list[Path] = []
         for path, entry in list(self._pending.items()):
@@ -183,10 +184,13 @@ class LibraryWatcher:
         wanted = [p for p in ready if not os.path.isfile(p) or p.suffix.lower() in MODEL_SUFFIXES]
         if wanted:
             self._refresh(wanted, events)
+        described = sorted({m for p in ready if os.path.isfile(p) for m in models_beside_sidecar(p)} - set(wanted))
+        if described:  # a sidecar appeared or changed: the model's name, preview or downloads may have
+            self._refresh(described, events, force=True)
         return events
 
-    def _refresh(self, paths: list[Path], events: list[WatchEvent]) -> None:
-        summary = run(self.library.refresh(paths, hash=self.hash))
+    def _refresh(self, paths: list[Path], events: list[WatchEvent], force: bool = False) -> None:
+        summary = run(self.library.refresh(paths, hashing=self.hashing, force=force))
         for old in summary.tombstoned:
             self._emit(events, WatchEvent("removed", old, "missing"))
         for old, new in summary.moved:
