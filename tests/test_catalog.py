@@ -31,7 +31,7 @@ def test_new_catalog_lives_in_the_data_dir_with_wal_and_latest_schema():
     with Catalog() as catalog:
         assert catalog.path == paths.catalog_path()
         assert catalog.journal_mode == "wal"
-        assert catalog.schema_version() == LATEST == 2
+        assert catalog.schema_version() == LATEST == 3
     conn = sqlite3.connect(paths.catalog_path())
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -51,7 +51,8 @@ def test_migration_from_version_1_keeps_the_data(tmp_path):
     assert "spec_refs" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
     with Catalog(db) as catalog:
-        assert catalog.schema_version() == 2
+        assert catalog.schema_version() == LATEST
+        assert catalog.file_keys()["/models/a.safetensors"].sidecar_sig == ""  # v3 column, defaulted
         record = catalog.get("/models/a.safetensors")
         assert record.autov2 == "ab00000000" and record.key == (1, 2, 5, 7)
         catalog.set_spec_ref(record.sha256, "spec.safetensors")  # the v2 table exists now

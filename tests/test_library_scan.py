@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -107,6 +108,25 @@ def test_rescan_of_an_unchanged_library_reads_no_file(tmp_path, models):
     assert summary.unchanged == 5 and summary.probed == 0 and summary.hashed == 0
     assert summary.tombstoned == []
     assert {r.path: (r.sha256, r.status, r.first_seen) for r in lib.catalog.files()} == before
+
+
+def test_rescan_notices_a_sidecar_added_beside_an_unchanged_model(tmp_path, models):
+    lib, counting = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    (models / "dreamy.civitai.info").write_text(json.dumps({
+        "id": 11, "modelId": 5, "name": "v2", "baseModel": "SD 1.5", "stats": {"downloadCount": 1234},
+        "model": {"name": "Dreamy"}}))
+    (models / "dreamy.preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    summary = run(lib.scan())
+    assert summary.probed == 1 and summary.unchanged == 4 and summary.hashed == 0
+    record = lib.catalog.get(models / "dreamy.safetensors")
+    assert (record.download_count, record.base_model) == (1234, "SD 1.5")
+    assert record.preview_path == str(models / "dreamy.preview.png")
+    assert record.sha256 is not None and counting.hashes["dreamy.safetensors"] == 1
+    reads = counting.reads()
+    run(lib.scan())
+    assert counting.reads() == reads
 
 
 def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_path, models):

@@ -8,7 +8,8 @@ A scan is mark-and-sweep on the stat key ``(device, inode, size, mtime_ns)``:
 
 1. *list*: walk the folders, stat every model file (no file is opened);
 2. *classify*: a file whose key equals the catalog's is unchanged and only marked seen; a new or
-   changed file gets the header probe (a few KB read) and its sidecars, and its hash is reset to
+   changed file (or one whose sidecars changed: a ``.civitai.info`` or preview added) gets the
+   header probe (the header bytes only) and its sidecars, and its hash is reset to
    pending; a new path with the key of an already-hashed file (a rename on the same disk, or a hard
    link) reuses that hash without reading;
 3. *sweep*: files of the scanned roots not seen are tombstoned (status ``missing``), except under
@@ -37,6 +38,7 @@ from gmi_desktop.services.library_walk import (
     WalkReport,
     checkpoint_dirs,
     folder_key,
+    sidecar_signature,
     walk,
 )
 from gmi_desktop.store.catalog import Catalog, FileFacts, PruneResult, Root
@@ -177,11 +179,10 @@ class Library:
         gone = [(i, p) for i, p in stale if not any(p == s or s in p.parents for s in skip)]
         return (yield from self._finish(summary, gone, report, hashing, cancel))
 
-    def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hashing: bool = True, force: bool = False,
+    def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hashing: bool = True,
                 cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Update just ``paths`` (files or folders inside the library folders; others are ignored):
-        what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned.
-        ``force`` re-reads files even when their stat key is unchanged (a sidecar changed)."""
+        what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned."""
         summary = ScanSummary()
         generation = self.catalog.next_generation()
         report = WalkReport()
@@ -199,7 +200,7 @@ class Library:
             candidates = self._candidates_at(path, report)
             found += [(c, owner.id) for c in candidates]
         summary.seen = len(found)
-        yield from self._update(found, generation, summary, cancel, force=force)
+        yield from self._update(found, generation, summary, cancel)
         return (yield from self._finish(summary, gone, report, hashing, cancel))
 
     def _finish(self, summary, gone, report, hashing, cancel):
@@ -219,15 +220,15 @@ class Library:
         try:
             if path.is_dir():
                 if (path / "model_index.json").is_file():
-                    return [Candidate(path, folder_key(path, os.stat(path)), is_folder=True)]
+                    return [Candidate(path, folder_key(path, os.stat(path)), True, sidecar_signature(path, True))]
                 return list(walk(path, report, {}))
             if path.suffix.lower() in MODEL_SUFFIXES:
-                return [Candidate(path, stat_key(os.stat(path)))]
+                return [Candidate(path, stat_key(os.stat(path)), False, sidecar_signature(path))]
         except OSError as exc:
             report.problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
         return []
 
-    def _update(self, found, generation, summary, cancel, force: bool = False):
+    def _update(self, found, generation, summary, cancel):
         """Mark unchanged files seen; probe and record new and changed ones."""
         known = self.catalog.file_keys()
         by_key = {row.key: row.sha256 for row in known.values() if row.sha256}
@@ -235,7 +236,8 @@ class Library:
         changed: list[tuple[Candidate, int]] = []
         for candidate, root_id in found:
             row = known.get(os.fspath(candidate.path))
-            if (not force and row is not None and row.key == candidate.key and row.status != "missing"
+            if (row is not None and row.key == candidate.key and row.sidecar_sig == candidate.sidecars
+                    and row.status != "missing"
                     and not row.reason.startswith(UNREADABLE_PREFIX)):
                 unchanged.append(row.id)
             else:
@@ -322,4 +324,5 @@ def facts_from(candidate: Candidate, result: ProbeResult, info: SidecarInfo | No
         base_model=info.base_model if info else None, download_count=info.download_count if info else None,
         preview_path=os.fspath(info.preview_path) if info and info.preview_path else None,
         metadata=dict(result.metadata), header_len=result.header_len, tensor_count=result.tensor_count,
+        sidecar_sig=candidate.sidecars,
     )

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmi_desktop.store.hashing import StatKey, stat_key
+from gmi_desktop.store.sidecars import PREVIEW_EXTENSIONS
 
 # The suffixes of single-file models: safetensors, and pickles (listed as unsupported, never loaded).
 MODEL_SUFFIXES = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth"})
@@ -53,6 +55,7 @@ class Candidate:
     path: Path
     key: StatKey
     is_folder: bool = False
+    sidecars: str = ""  # signature of the sidecar files beside it (see sidecar_signature)
 
 
 @dataclass
@@ -68,6 +71,41 @@ def checkpoint_dirs(root: Path) -> list[tuple[Path, str]]:
     if not found and (root / INVOKEAI_MARKER).is_file() and (root / "models").is_dir():
         found = [(root / "models", "InvokeAI")]
     return found or [(root, "folder")]
+
+
+def sidecar_names(model_name: str, is_folder: bool = False) -> list[str]:
+    """The names :func:`gmi_desktop.store.sidecars.read_sidecars` looks for beside a model."""
+    stem = model_name if is_folder else os.path.splitext(model_name)[0]
+    return [f"{stem}.cm-info.json", f"{stem}.civitai.info",
+            *(f"{stem}.preview{ext}" for ext in PREVIEW_EXTENSIONS), *(f"{stem}{ext}" for ext in PREVIEW_EXTENSIONS)]
+
+
+def _signature(parts: list[tuple[str, os.stat_result]]) -> str:
+    return ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in parts if stat.S_ISREG(st.st_mode))
+
+
+def sidecar_signature(model: Path, is_folder: bool = False) -> str:
+    """``name:size:mtime_ns`` of each sidecar file beside ``model``: a rescan re-reads a model
+    whose signature changed even if the model file itself did not."""
+    parts = []
+    for name in sidecar_names(model.name, is_folder):
+        try:
+            parts.append((name, os.stat(model.with_name(name))))
+        except OSError:
+            continue
+    return _signature(parts)
+
+
+def _listed_signature(name: str, is_folder: bool, listed: dict[str, os.DirEntry]) -> str:
+    parts = []
+    for sidecar in sidecar_names(name, is_folder):
+        entry = listed.get(sidecar)
+        if entry is not None:
+            try:
+                parts.append((sidecar, entry.stat()))
+            except OSError:
+                continue
+    return _signature(parts)
 
 
 def models_beside_sidecar(path: Path) -> list[Path]:
@@ -142,6 +180,7 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) ->
             report.unreadable.append(folder)
             continue
         report.folders += 1
+        listed = {e.name: e for e in entries}
         subfolders = []
         for entry in entries:
             path = Path(entry.path)
@@ -152,13 +191,13 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) ->
                         continue
                     if os.path.isfile(os.path.join(entry.path, "model_index.json")):
                         dst = entry.stat()
-                        yield Candidate(path, folder_key(path, dst), is_folder=True)
+                        yield Candidate(path, folder_key(path, dst), True, _listed_signature(entry.name, True, listed))
                     else:
                         subfolders.append(path)
                     continue
                 if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES:
                     continue
-                yield Candidate(path, stat_key(entry.stat()))
+                yield Candidate(path, stat_key(entry.stat()), False, _listed_signature(entry.name, False, listed))
             except OSError as exc:
                 if entry.is_symlink() and exc.errno == errno.ENOENT:
                     report.problems.append(Problem(path, "broken symbolic link"))

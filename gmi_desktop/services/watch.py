@@ -186,11 +186,11 @@ class LibraryWatcher:
             self._refresh(wanted, events)
         described = sorted({m for p in ready if os.path.isfile(p) for m in models_beside_sidecar(p)} - set(wanted))
         if described:  # a sidecar appeared or changed: the model's name, preview or downloads may have
-            self._refresh(described, events, force=True)
+            self._refresh(described, events)
         return events
 
-    def _refresh(self, paths: list[Path], events: list[WatchEvent], force: bool = False) -> None:
-        summary = run(self.library.refresh(paths, hashing=self.hashing, force=force))
+    def _refresh(self, paths: list[Path], events: list[WatchEvent]) -> None:
+        summary = run(self.library.refresh(paths, hashing=self.hashing))
         for old in summary.tombstoned:
             self._emit(events, WatchEvent("removed", old, "missing"))
         for old, new in summary.moved:

@@ -32,7 +32,7 @@ __all__ = ["Catalog", "FileFacts", "FileRecord", "KnownFile", "PruneResult", "Ro
 
 _FACT_COLUMNS = (
     "status", "reason", "file_format", "family", "variant", "kind", "display_name", "base_model",
-    "download_count", "preview_path", "metadata", "header_len", "tensor_count",
+    "download_count", "preview_path", "metadata", "header_len", "tensor_count", "sidecar_sig",
 )
 
 
@@ -49,6 +49,7 @@ class KnownFile(NamedTuple):
     status: str
     sha256: str | None
     reason: str
+    sidecar_sig: str
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class FileFacts:
     metadata: dict[str, str] = field(default_factory=dict)
     header_len: int = 0
     tensor_count: int = 0
+    sidecar_sig: str = ""  # names, sizes and mtimes of the sidecar files read with it
 
 
 @dataclass(frozen=True)
@@ -218,13 +220,13 @@ class Catalog:
 
     def file_keys(self, root_ids: Iterable[int] | None = None) -> dict[str, KnownFile]:
         """``path -> KnownFile`` for the files of ``root_ids`` (every file when None)."""
-        sql = "SELECT path, id, device, inode, size, mtime_ns, status, sha256, reason FROM files"
+        sql = "SELECT path, id, device, inode, size, mtime_ns, status, sha256, reason, sidecar_sig FROM files"
         args: tuple = ()
         if root_ids is not None:
             ids = tuple(root_ids)
             sql += f" WHERE root_id IN ({','.join('?' * len(ids))})"
             args = ids
-        return {r[0]: KnownFile(r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8]) for r in self._conn.execute(sql, args)}
+        return {r[0]: KnownFile(r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in self._conn.execute(sql, args)}
 
     def unseen(self, generation: int, root_ids: Iterable[int]) -> list[tuple[int, Path]]:
         """Present files of ``root_ids`` not seen since ``generation`` began: sweep candidates."""
@@ -243,7 +245,7 @@ class Catalog:
             (f.path, root_id, *f.key, f.status, f.reason, f.file_format, f.family, f.variant, f.kind,
              f.display_name, f.base_model, f.download_count, f.preview_path,
              json.dumps(dict(f.metadata), ensure_ascii=False, sort_keys=True), f.header_len, f.tensor_count,
-             sha, generation, now, now)
+             f.sidecar_sig, sha, generation, now, now)
             for f, root_id, sha in facts
         ]
         for f in rows:
@@ -255,7 +257,7 @@ class Catalog:
             conn.executemany(
                 "INSERT INTO files (path, root_id, device, inode, size, mtime_ns, "
                 f"{', '.join(_FACT_COLUMNS)}, sha256, seen_generation, first_seen, last_seen) "
-                f"VALUES ({','.join('?' * 23)}) ON CONFLICT (path) DO UPDATE SET {updates}",
+                f"VALUES ({','.join('?' * (10 + len(_FACT_COLUMNS)))}) ON CONFLICT (path) DO UPDATE SET {updates}",
                 rows,
             )
 

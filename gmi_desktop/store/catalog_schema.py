@@ -75,7 +75,13 @@ CREATE INDEX content_tensor ON content (tensor_sha256);
 CREATE INDEX files_inode ON files (device, inode);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# v3: the sidecars' (name, size, mtime) signature, so a rescan notices a .civitai.info or preview
+# added beside an unchanged model.
+_V3 = """
+ALTER TABLE files ADD COLUMN sidecar_sig TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST = MIGRATIONS[-1][0]
 
 
