@@ -15,37 +15,15 @@ from gmi_desktop.core.errors import Cancelled, UserInputError
 from gmi_desktop.services.library import Library, run
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.hashing import iter_hash_file
-from gmi_desktop.store.probe import probe
-from gmi_desktop.store.sidecars import read_sidecars
-from tests.support.library_files import bump_mtime, write_checkpoint, write_embedding, write_lora, write_vae
+from tests.support.library_files import (
+    Counting,
+    bump_mtime,
+    write_checkpoint,
+    write_embedding,
+    write_lora,
+    write_vae,
+)
 from tests.support.privileges import run_without_permission_override
-
-
-class Counting:
-    """The real readers, counting how often each path is opened by them."""
-
-    def __init__(self, before_probe=None):
-        self.probes: Counter = Counter()
-        self.hashes: Counter = Counter()
-        self.sidecars: Counter = Counter()
-        self.before_probe = before_probe
-
-    def probe(self, path):
-        self.probes[Path(path).name] += 1
-        if self.before_probe is not None:
-            self.before_probe(Path(path))
-        return probe(path)
-
-    def hash(self, path, **kw):
-        self.hashes[Path(path).name] += 1
-        return iter_hash_file(path, **kw)
-
-    def read_sidecars(self, path, metadata=None):
-        self.sidecars[Path(path).name] += 1
-        return read_sidecars(path, metadata)
-
-    def reads(self) -> int:
-        return sum(self.probes.values()) + sum(self.hashes.values()) + sum(self.sidecars.values())
 
 
 def _library(tmp_path, counting=None):

@@ -14,8 +14,7 @@ import pytest
 from gmi_desktop.services.library import Library, run
 from gmi_desktop.services.watch import LibraryWatcher
 from gmi_desktop.store.catalog import Catalog
-from tests.support.library_files import write_checkpoint, write_lora
-from tests.test_library_scan import Counting
+from tests.support.library_files import Counting, write_checkpoint, write_lora
 
 
 class Clock:

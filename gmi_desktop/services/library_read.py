@@ -3,7 +3,8 @@
 Parsing and checking a checkpoint header (~1 100 keys for SD 1.5) is pure-Python work, so a cold
 scan of a large library is CPU-bound: past ``parallel_min`` files it is spread over worker
 processes (``spawn``: safe beside Qt and watchdog threads; workers import only the store). Results
-come back in order. Injected readers (tests' counting wrappers) always run in-process.
+come back in order. Injected readers (tests' counting wrappers) always run in-process. As with any
+``spawn`` pool, a script that scans must keep its top-level code under ``if __name__ == "__main__"``.
 """
 
 from __future__ import annotations

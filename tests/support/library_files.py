@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
-from gmi_desktop.store.hashing import stat_key
+from gmi_desktop.store.hashing import iter_hash_file, stat_key
 from gmi_desktop.store.probe import probe
+from gmi_desktop.store.sidecars import read_sidecars
 from tests.support.checkpoint_files import write_safetensors_header
 from tests.support.model_headers import embedding_layout, lora_layout, small_checkpoint, vae_layout
 
@@ -56,3 +58,30 @@ def bump_mtime(path: Path, delta_ns: int) -> None:
 
 def key_of(path: Path):
     return stat_key(os.stat(path))
+
+
+class Counting:
+    """The real readers, counting how often each path is opened by them."""
+
+    def __init__(self, before_probe=None):
+        self.probes: Counter = Counter()
+        self.hashes: Counter = Counter()
+        self.sidecars: Counter = Counter()
+        self.before_probe = before_probe
+
+    def probe(self, path):
+        self.probes[Path(path).name] += 1
+        if self.before_probe is not None:
+            self.before_probe(Path(path))
+        return probe(path)
+
+    def hash(self, path, **kw):
+        self.hashes[Path(path).name] += 1
+        return iter_hash_file(path, **kw)
+
+    def read_sidecars(self, path, metadata=None):
+        self.sidecars[Path(path).name] += 1
+        return read_sidecars(path, metadata)
+
+    def reads(self) -> int:
+        return sum(self.probes.values()) + sum(self.hashes.values()) + sum(self.sidecars.values())
