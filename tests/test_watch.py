@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -219,3 +220,39 @@ def test_sidecar_appearing_later_rereads_the_model_beside_it(setup):
     record = library.catalog.get(model)
     assert record.download_count == 4242 and record.base_model == "SD 1.5"
     assert counting.hashes["existing.safetensors"] == 1  # content unchanged: not hashed again
+
+
+def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):
+    """The way the app uses it: the watcher (and its catalog connection) lives in a worker thread;
+    another connection reads the catalog meanwhile (WAL)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    db = tmp_path / "catalog.sqlite3"
+    with Catalog(db) as catalog:
+        Library(catalog).add_folder(folder)
+    stop, started = threading.Event(), threading.Event()
+    modes = []
+
+    def worker():
+        with Catalog(db) as catalog:
+            watcher = LibraryWatcher(Library(catalog), debounce_s=0.05, stable_s=0.1)
+            modes.append(watcher.start())
+            started.set()
+            watcher.run(stop, tick_s=0.02)
+            modes.append(watcher.mode)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(10)
+    path = write_checkpoint(folder / "live.safetensors", "sd1", seed=9)
+    record = None
+    with Catalog(db) as reader:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (record is None or record.sha256 is None):
+            time.sleep(0.05)
+            record = reader.get(path)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive() and modes == ["watching", "stopped"]
+    assert record is not None and record.status == "ok"
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -16,6 +16,9 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
   event.
 
 Every outcome is reported as a :class:`WatchEvent` to ``on_event`` and returned by :meth:`poll`.
+Create the watcher, its :class:`Library` and catalog in the thread that calls :meth:`poll` or
+:meth:`run` (a SQLite connection stays in its thread); other threads read the catalog through
+their own connection.
 """
 
 from __future__ import annotations
