@@ -411,3 +411,19 @@ def test_hashing_yields_byte_progress_inside_a_file_and_closing_the_generator_st
     assert all(r.sha256 is None for r in catalog.files())  # nothing recorded for the half-hashed file
     run(lib.hash_pending())
     assert len([r for r in catalog.files() if r.sha256]) == 2
+
+
+def test_a_killed_worker_process_does_not_lose_files(tmp_path):
+    import multiprocessing
+    import signal
+
+    from gmi_desktop.services.library_read import read_many
+
+    paths = [write_checkpoint(tmp_path / f"m{i:02d}.safetensors", "sd1", seed=20 + i) for i in range(12)]
+    serial = [r.family for r, _ in read_many(paths, workers=1)]
+    reads = read_many(paths, workers=2, parallel_min=2)
+    got = [next(reads)[0].family]
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+    got += [r.family for r, _ in reads]
+    assert got == serial == ["sd1"] * 12

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,24 @@ def read_one(path: Path, probe_fn: Callable[[Path], ProbeResult] = probe,
 def read_many(paths: Sequence[Path], *, probe_fn: Callable[[Path], ProbeResult] = probe,
               sidecars_fn: Callable[..., Any] = read_sidecars, workers: int = 1,
               parallel_min: int = 200) -> Iterator[Read]:
-    """``read_one`` for each path, in order; in ``workers`` processes when that pays off."""
+    """``read_one`` for each path, in order; in ``workers`` processes when that pays off. If a
+    worker dies (killed, out of memory) the remaining paths are read in this process."""
     parallel = (workers > 1 and len(paths) >= parallel_min
                 and probe_fn is probe and sidecars_fn is read_sidecars)
     if not parallel:
         for path in paths:
             yield read_one(path, probe_fn, sidecars_fn)
         return
+    done = 0
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         chunk = max(1, min(32, len(paths) // (workers * 4)))
-        yield from pool.map(read_one, paths, chunksize=chunk)
+        for read in pool.map(read_one, paths, chunksize=chunk):
+            yield read
+            done += 1
+    except (BrokenProcessPool, OSError):
+        pass  # a worker died or none could start: read the rest here, slower but complete
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    for path in paths[done:]:
+        yield read_one(path)
