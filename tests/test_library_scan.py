@@ -18,6 +18,7 @@ from gmi_desktop.store.hashing import iter_hash_file
 from tests.support.library_files import (
     Counting,
     bump_mtime,
+    write_diffusers_folder,
     write_checkpoint,
     write_embedding,
     write_lora,
@@ -346,6 +347,38 @@ def test_pointing_at_a_ui_root_scans_its_checkpoint_folder(tmp_path, ui, parts):
     summary = run(lib.scan(hashing=False))
     assert summary.folders == [(root.joinpath(*parts), ui)]
     assert [r.path for r in lib.catalog.files()] == [checkpoint]
+
+
+def test_invokeai_4_root_scans_its_models_folder(tmp_path):
+    root = tmp_path / "invokeai"
+    (root / "invokeai.yaml").parent.mkdir(parents=True)
+    (root / "invokeai.yaml").write_text("schema_version: 4.0.2\n")
+    checkpoint = write_checkpoint(root / "models" / "4f1c2a" / "juggernaut.safetensors", "sdxl", seed=7)
+    write_checkpoint(root / "outputs" / "stray.safetensors", "sd1", seed=8)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(root)
+    summary = run(lib.scan(hashing=False))
+    assert summary.folders == [(root / "models", "InvokeAI")]
+    assert [r.path for r in lib.catalog.files()] == [checkpoint]
+
+
+def test_diffusers_folder_is_one_catalogued_checkpoint(tmp_path):
+    root = tmp_path / "ComfyUI"
+    folder = write_diffusers_folder(root / "models" / "diffusers" / "my-sd15", "sd1")
+    lib, counting = _library(tmp_path)
+    lib.add_folder(root)
+    summary = run(lib.scan())
+    record = lib.catalog.get(folder)
+    assert (record.status, record.file_format, record.family) == ("ok", "diffusers", "sd1")
+    assert [r.path for r in lib.catalog.files()] == [folder]  # its weight files are not listed apart
+    assert summary.hashed == 0 and record.sha256 is None  # no single file to hash
+    reads = counting.reads()
+    assert run(lib.scan()).unchanged == 1 and counting.reads() == reads
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    with open(unet, "ab") as handle:  # a component changed: the folder is read again
+        handle.write(bytes(8))
+    run(lib.scan())
+    assert counting.probes["my-sd15"] == 2
 
 
 def test_cancel_during_hashing_records_nothing_for_that_file(tmp_path, models):
