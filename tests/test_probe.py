@@ -73,6 +73,14 @@ def test_header_length_zero(tmp_path):
     _expect(probe(path), "invalid", "header length is 0")
 
 
+def test_preallocated_download_is_incomplete(tmp_path):
+    """Download managers reserve the full size first: the file is all zeros until written."""
+    path = tmp_path / "m.safetensors"
+    with open(path, "wb") as f:
+        f.truncate(2 * 1024**3)
+    _expect(probe(path), "incomplete", "reserved the space")
+
+
 def test_damaged_length_running_into_tensor_data(tmp_path):
     """Length larger than the file, with binary tensor data after the JSON: a damaged field."""
     raw = header_bytes(layout(TINY)[0])

@@ -222,6 +222,12 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
             return _refused(path, refused, st)
         if not named:
             return _result(path, "not_checkpoint", "unknown", "not a safetensors file", st, kind="unknown")
+    if declared == 0 and first in (b"\x00", b""):
+        return _result(
+            path, "incomplete", fmt,
+            "file starts with zero bytes: a download that reserved the space but has not written "
+            "the data yet (or a damaged file)", st,
+        )
     if declared == 0:
         return _result(path, "invalid", fmt, "header length is 0", st)
     if declared > MAX_HEADER_BYTES:
