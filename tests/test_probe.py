@@ -73,6 +73,14 @@ def test_header_length_zero(tmp_path):
     _expect(probe(path), "invalid", "header length is 0")
 
 
+def test_preallocated_download_is_incomplete(tmp_path):
+    """Download managers reserve the full size first: the file is all zeros until written."""
+    path = tmp_path / "m.safetensors"
+    with open(path, "wb") as f:
+        f.truncate(2 * 1024**3)
+    _expect(probe(path), "incomplete", "reserved the space")
+
+
 def test_damaged_length_running_into_tensor_data(tmp_path):
     """Length larger than the file, with binary tensor data after the JSON: a damaged field."""
     raw = header_bytes(layout(TINY)[0])
@@ -367,3 +375,22 @@ def test_result_carries_the_stat_of_what_was_read(tmp_path):
     result = probe(path)
     assert (result.size, result.mtime_ns, result.device, result.inode) == (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
     assert hash(result) == hash(probe(path))  # frozen and hashable, metadata included by value in ==
+
+
+def test_cut_inside_a_multibyte_character_of_the_header(tmp_path):
+    entries = layout({"unet.€uro.weight": ("F16", (2,)), **TINY})[0]
+    raw = json.dumps(entries, ensure_ascii=False).encode("utf-8")
+    cut = 8 + raw.index("€".encode()) + 1  # between the bytes of one character
+    path = write_safetensors_header(tmp_path / "m.safetensors", {}, raw_header=raw, truncate_to=cut)
+    _expect(probe(path), "incomplete", "ends inside its header")
+
+
+def test_other_files_are_not_checkpoints_whatever_their_first_bytes(tmp_path):
+    config = tmp_path / "model_index.json"
+    config.write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    notes = tmp_path / "README"
+    notes.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    _expect(probe(config), "not_checkpoint", "not a safetensors file")
+    _expect(probe(notes), "not_checkpoint", "not a safetensors file (header is not valid JSON")
+    unnamed = write_safetensors_header(tmp_path / "model", small_checkpoint("sd1"))
+    assert probe(unnamed).ok  # content decides, not the suffix

@@ -18,7 +18,7 @@ from gmi_desktop.store.safetensors_header import (
     parse_header,
 )
 
-DTYPES = ["F32", "F16", "BF16", "I64", "U8", "BOOL", "F64", "I8"]
+DTYPES = ["F32", "F16", "BF16", "I64", "U8", "BOOL", "F64", "I8", "F8_E4M3", "F4", "F6_E2M3"]
 NAME_PARTS = ["model", "diffusion_model", "input_blocks", "0", "attn2", "to_k", "weight", "a:b", "x\"y", "é"]
 
 
@@ -28,9 +28,10 @@ def _random_entries(rng: random.Random, n: int) -> dict:
         name = ".".join(rng.choice(NAME_PARTS) for _ in range(rng.randint(1, 4))) + f".{len(entries)}"
         dtype = rng.choice(DTYPES)
         shape = [rng.randint(0, 5) for _ in range(rng.randint(0, 3))]
-        size = DTYPE_BITS[dtype] // 8
+        bits = DTYPE_BITS[dtype]
         for d in shape:
-            size *= d
+            bits *= d
+        size = bits // 8  # sub-byte dtypes with an odd count make a (rightly) invalid entry
         entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [cursor, cursor + size]}
         cursor += size
     return entries
@@ -77,8 +78,10 @@ def test_fast_path_agrees_with_the_entry_by_entry_checks(seed):
         entries = _corrupt(rng, _random_entries(rng, rng.randint(0, 12)))
         fast = _well_formed(json.loads(json.dumps(entries)))
         slow = _verdict(lambda: _checked_one_by_one(entries, {}, 10**9))
-        if fast is None:
-            assert slow[0] == "error", (entries, slow)
+        if fast is None:  # only broken headers, or sub-byte dtypes (left to the exact checks)
+            sub_byte = any(DTYPE_BITS.get(e.get("dtype"), 8) % 8 for e in entries.values()
+                           if isinstance(e, dict) and isinstance(e.get("dtype"), str))
+            assert slow[0] == "error" or sub_byte, (entries, slow)
         else:
             tensors, spans = fast
             assert slow == ("ok", (tensors, spans[-1][1] if spans else 0))

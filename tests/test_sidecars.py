@@ -198,3 +198,14 @@ def test_diffusers_folder_sidecars(tmp_path):
     info = read_sidecars(folder)
     assert info.display_name == "DreamShaper (8)"
     assert info.preview_path == tmp_path / "sd-v1.5-pruned.preview.png"
+
+
+def test_metadata_is_read_from_the_header_when_not_given(tmp_path):
+    meta = {"modelspec.title": "Read Myself", "sshs_model_hash": "ff00"}
+    path = write_safetensors_header(tmp_path / "m.safetensors", small_checkpoint("sd2"), metadata=meta)
+    info = read_sidecars(path)
+    assert (info.display_name, info.source, info.model_hash) == ("Read Myself", "safetensors metadata", "ff00")
+    assert read_sidecars(path, {}).display_name == "m"  # an empty mapping means "no metadata"
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x05")
+    assert read_sidecars(broken).display_name == "broken"

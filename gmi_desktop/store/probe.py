@@ -20,6 +20,7 @@ Statuses:
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import re
@@ -190,7 +191,12 @@ def _probe_file(path: Path) -> ProbeResult:
             if fmt == "gguf":
                 return _refused(path, fmt, st)
             return _result(path, "unsupported", fmt, f"unsupported: {suffix} file; {PICKLE_ADVICE}", st)
-        return _probe_safetensors(path, fd, st, head, suffix in SAFETENSORS_SUFFIXES)
+        named = suffix in SAFETENSORS_SUFFIXES
+        result = _probe_safetensors(path, fd, st, head, named)
+        if not named and result.status in {"invalid", "incomplete"} and not result.tensor_count:
+            return _result(path, "not_checkpoint", "unknown", f"not a safetensors file ({result.reason})", st,
+                           kind="unknown")
+        return result
     finally:
         os.close(fd)
 
@@ -216,6 +222,12 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
             return _refused(path, refused, st)
         if not named:
             return _result(path, "not_checkpoint", "unknown", "not a safetensors file", st, kind="unknown")
+    if declared == 0 and first in (b"\x00", b""):
+        return _result(
+            path, "incomplete", fmt,
+            "file starts with zero bytes: a download that reserved the space but has not written "
+            "the data yet (or a damaged file)", st,
+        )
     if declared == 0:
         return _result(path, "invalid", fmt, "header length is 0", st)
     if declared > MAX_HEADER_BYTES:
@@ -258,8 +270,8 @@ def _header_past_end(path: Path, fd: int, st: os.stat_result, declared: int, fir
     length makes the "header" run into binary tensor data. Reads at most the file (< 100 MB here).
     """
     rest = first + _read_exact(fd, max(st.st_size - 9, 0))
-    try:
-        rest.decode("utf-8")
+    try:  # incremental: a cut may split the last UTF-8 character
+        codecs.getincrementaldecoder("utf-8")().decode(rest, final=False)
         is_text = _CONTROL_BYTES.search(rest) is None
     except UnicodeDecodeError:
         is_text = False

@@ -22,6 +22,7 @@ DTYPE_BITS = {
     "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
     "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
 }
+_WHOLE_BYTES = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}
 MAX_REPORTED = 3  # problems named in one reason before "and N more"
 
 Table = dict[str, tuple[str, tuple[int, ...]]]
@@ -216,7 +217,7 @@ def _well_formed(entries: dict) -> tuple[Table, list[tuple[int, int, str]]] | No
     shapes = [info.get("shape") for info in infos]
     offsets = [info.get("data_offsets") for info in infos]
     try:
-        if not set(dtypes) <= DTYPE_BITS.keys():
+        if not set(dtypes) <= _WHOLE_BYTES.keys():  # unknown and sub-byte dtypes: one by one
             return None
     except TypeError:  # an unhashable dtype
         return None
@@ -226,12 +227,14 @@ def _well_formed(entries: dict) -> tuple[Table, list[tuple[int, int, str]]] | No
     if set(map(type, dims)) - {int} or set(map(type, bounds)) - {int} or min(dims + bounds, default=0) < 0:
         return None
     begins, ends = bounds[0::2], bounds[1::2]
-    bits = list(map(mul, map(math.prod, shapes), map(DTYPE_BITS.__getitem__, dtypes)))
-    if bits != [8 * n for n in map(sub, ends, begins)]:  # also catches end < begin, partial bytes
+    nbytes = list(map(mul, map(math.prod, shapes), map(_WHOLE_BYTES.__getitem__, dtypes)))
+    if nbytes != list(map(sub, ends, begins)):  # also catches end < begin
         return None
     spans = sorted(zip(begins, ends, entries))
-    if spans and (spans[0][0] != 0 or [s[0] for s in spans[1:]] != [s[1] for s in spans[:-1]]):
-        return None
+    if spans:
+        starts, stops, _names = zip(*spans)
+        if starts[0] != 0 or starts[1:] != stops[:-1]:
+            return None
     return dict(zip(entries, zip(dtypes, map(tuple, shapes)))), spans
 
 

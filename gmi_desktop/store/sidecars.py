@@ -201,9 +201,14 @@ def find_preview(model_path: Path) -> Path | None:
 
 
 def read_sidecars(model_path: str | PathLike[str], metadata: Mapping[str, str] | None = None) -> SidecarInfo:
-    """Gather display information for ``model_path``; ``metadata`` is its safetensors
-    ``__metadata__`` (``ProbeResult.metadata``). Never raises for bad sidecars."""
+    """Gather display information for ``model_path``. ``metadata`` is its safetensors
+    ``__metadata__`` when the caller has probed it already (``ProbeResult.metadata``); ``None``
+    reads it from the file's header. Never raises for bad sidecars or a bad model file."""
     model_path = Path(model_path)
+    if metadata is None:
+        from gmi_desktop.store.probe import probe
+
+        metadata = probe(model_path).metadata
     stem = sidecar_stem(model_path)
     problems: list[str] = []
     layers: list[tuple[str, dict]] = []
