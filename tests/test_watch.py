@@ -133,7 +133,9 @@ def test_deleted_and_moved_files(setup):
     assert library.catalog.get(moved).sha256 == sha
     assert library.catalog.get(existing) is None  # the tombstone collapsed into the move
     assert counting.hashes["renamed.safetensors"] == 0
-    assert ("updated", "renamed.safetensors", f"moved from {existing}") in _kinds(events)
+    assert _kinds(events) == [("deferred", "renamed.safetensors", "waiting until the file stops changing"),
+                              ("updated", "renamed.safetensors", f"moved from {existing}"),
+                              ("updated", "renamed.safetensors", "ok")]
     os.remove(moved)
     watcher.notify(moved, "deleted")
     clock.advance(1.6)
@@ -256,3 +258,24 @@ def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):
     assert not thread.is_alive() and modes == ["watching", "stopped"]
     assert record is not None and record.status == "ok"
     assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_written_as_part_file_then_renamed(setup):
+    folder, library, counting, clock, watcher, events = setup
+    part = folder / "juggernaut.safetensors.part"
+    data = write_checkpoint(folder.parent / "src.safetensors", "sdxl", seed=12).read_bytes()
+    for piece in (data[: len(data) // 2], data[len(data) // 2:]):
+        with open(part, "ab") as handle:
+            handle.write(piece)
+        watcher.notify(part, "modified")
+        clock.advance(0.5)
+    final = folder / "juggernaut.safetensors"
+    os.rename(part, final)
+    watcher.notify(part, "moved", final)
+    assert watcher.pending() == [final]  # the .part entry was handed over to the final name
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    assert _kinds(watcher.poll()) == [("updated", "juggernaut.safetensors", "ok")]
+    assert counting.probes["juggernaut.safetensors.part"] == 0
+    assert library.catalog.get(final).sha256 == hashlib.sha256(data).hexdigest()

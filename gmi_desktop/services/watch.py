@@ -9,7 +9,9 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
 * a file must then keep the same stat key ``(device, inode, size, mtime_ns)`` for ``stable_s``
   before it is probed; a file still being copied keeps changing and stays deferred, and a file
   the probe finds shorter than its header declares is recorded ``incomplete`` and never hashed;
-* what is gone is tombstoned; a folder moved in is walked; a sidecar (``.civitai.info``,
+* what is gone is tombstoned; a move is processed as one when its destination has settled (the
+  source's tombstone collapses into the destination, hash and specification kept); a folder moved
+  in is walked; a sidecar (``.civitai.info``,
   ``.cm-info.json``, preview image) appearing or changing re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
@@ -28,7 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ class _Pending:
     key: StatKey | None = None
     stable_since: float = 0.0
     told_deferred: bool = False
+    moved_from: list[Path] = field(default_factory=list)
 
 
 def _default_observer() -> Any:
@@ -74,7 +77,7 @@ class LibraryWatcher:
         self.mode = "stopped"  # "watching" | "polling" | "stopped"
         self._observer_factory = observer_factory
         self._observer: Any = None
-        self._raw: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        self._raw: queue.SimpleQueue[tuple[str, float, str | None]] = queue.SimpleQueue()
         self._pending: dict[Path, _Pending] = {}
         self._last_rescan = 0.0
 
@@ -127,13 +130,12 @@ class LibraryWatcher:
     def notify(self, path: str | os.PathLike[str], kind: str = "modified", dest: str | os.PathLike[str] | None = None) -> None:
         """Queue a raw event, stamped now (thread-safe; the observer calls this from its thread).
         ``kind`` is informational: every event means "look at this path again"; a move means
-        "look at both"."""
+        "look at ``dest`` when it has settled, together with ``path``"."""
         now = self.clock()
         if kind == "moved" and dest is not None:
-            self._raw.put((os.fspath(path), now))
-            self._raw.put((os.fspath(dest), now))
+            self._raw.put((os.fspath(dest), now, os.fspath(path)))
         else:
-            self._raw.put((os.fspath(path), now))
+            self._raw.put((os.fspath(path), now, None))
 
     def pending(self) -> list[Path]:
         self._drain()
@@ -142,14 +144,15 @@ class LibraryWatcher:
     def _drain(self) -> None:
         while True:
             try:
-                path, stamp = self._raw.get_nowait()
+                raw, stamp, source = self._raw.get_nowait()
             except queue.Empty:
                 return
-            entry = self._pending.get(Path(path))
-            if entry is None:
-                self._pending[Path(path)] = _Pending(stamp)
-            else:
-                entry.last_event = max(entry.last_event, stamp)
+            path = Path(raw)
+            entry = self._pending.setdefault(path, _Pending(stamp))
+            entry.last_event = max(entry.last_event, stamp)
+            if source is not None:
+                earlier = self._pending.pop(Path(source), None)  # e.g. "x.part" renamed when done
+                entry.moved_from += [Path(source), *(earlier.moved_from if earlier else [])]
 
     def poll(self) -> list[WatchEvent]:
         """Do the work that is due now; returns what happened."""
@@ -182,9 +185,10 @@ class LibraryWatcher:
                     self._emit(events, WatchEvent("deferred", path, "waiting until the file stops changing"))
             elif now - entry.stable_since >= self.stable_s:
                 ready.append(path)
+        sources: list[Path] = []
         for path in ready:
-            del self._pending[path]
-        wanted = [p for p in ready if not os.path.isfile(p) or p.suffix.lower() in MODEL_SUFFIXES]
+            sources += self._pending.pop(path).moved_from
+        wanted = [p for p in ready if not os.path.isfile(p) or p.suffix.lower() in MODEL_SUFFIXES] + sources
         if wanted:
             self._refresh(wanted, events)
         described = sorted({m for p in ready if os.path.isfile(p) for m in models_beside_sidecar(p)} - set(wanted))
@@ -194,8 +198,10 @@ class LibraryWatcher:
 
     def _refresh(self, paths: list[Path], events: list[WatchEvent]) -> None:
         summary = run(self.library.refresh(paths, hashing=self.hashing))
+        moved_from = {old for old, _ in summary.moved}
         for old in summary.tombstoned:
-            self._emit(events, WatchEvent("removed", old, "missing"))
+            if old not in moved_from:
+                self._emit(events, WatchEvent("removed", old, "missing"))
         for old, new in summary.moved:
             self._emit(events, WatchEvent("updated", new, f"moved from {old}"))
         for path in paths:
