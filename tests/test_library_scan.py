@@ -460,3 +460,25 @@ def test_a_killed_worker_process_does_not_lose_files(tmp_path):
         os.kill(child.pid, signal.SIGKILL)
     got += [r.family for r, _ in reads]
     assert got == serial == ["sd1"] * 12
+
+
+def test_a_cancelled_scan_keeps_whole_batches_and_the_next_scan_resumes(tmp_path):
+    from gmi_desktop.services.library import BATCH
+
+    folder = tmp_path / "many"
+    write_embedding(folder / "t.safetensors")
+    data = (folder / "t.safetensors").read_bytes()
+    for i in range(2 * BATCH + 50):
+        (folder / f"e{i:04d}.safetensors").write_bytes(data)
+    total = 2 * BATCH + 51
+    lib, counting = _library(tmp_path)
+    lib.add_folder(folder)
+    probing = []
+    with pytest.raises(Cancelled):
+        run(lib.scan(cancel=lambda: len(probing) >= BATCH + 10),
+            lambda e: probing.append(e) if e.phase == "probing" else None)
+    assert len(lib.catalog.files()) == BATCH  # one whole batch committed, nothing half-written
+    assert lib.catalog.integrity_ok()
+    summary = run(lib.scan())
+    assert (summary.unchanged, summary.probed) == (BATCH, total - BATCH)
+    assert sum(counting.probes.values()) == (BATCH + 10) + (total - BATCH)

@@ -251,8 +251,9 @@ class Library:
         reads = read_many([c.path for c, _ in changed], probe_fn=self._probe, sidecars_fn=self._sidecars,
                           workers=self.workers, parallel_min=self.parallel_min)
         try:
-            for index, ((candidate, root_id), (result, info)) in enumerate(zip(changed, reads)):
+            for index, (candidate, root_id) in enumerate(changed):
                 _check(cancel)
+                result, info = next(reads)
                 facts = facts_from(candidate, result, info)
                 if facts is None:
                     summary.vanished.append(candidate.path)

@@ -140,20 +140,21 @@ class Catalog:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout_s: float = 10.0):
         self.path = Path(path) if path is not None else paths.catalog_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn: sqlite3.Connection | None = None
         try:
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self.journal_mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self.version = migrate(self._conn, self.path)
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(AttributeError):
-                self._conn.close()
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.version = migrate(conn, self.path)
+        except (sqlite3.DatabaseError, CatalogError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, CatalogError):
+                raise
             raise CatalogError(self.path, f"cannot open the catalog: {exc}") from None
-        except CatalogError:
-            self._conn.close()
-            raise
+        self._conn = conn
 
     # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
