@@ -482,3 +482,32 @@ def test_a_cancelled_scan_keeps_whole_batches_and_the_next_scan_resumes(tmp_path
     summary = run(lib.scan())
     assert (summary.unchanged, summary.probed) == (BATCH, total - BATCH)
     assert sum(counting.probes.values()) == (BATCH + 10) + (total - BATCH)
+
+
+def test_file_that_keeps_changing_while_hashed_ends_incomplete_then_recovers(tmp_path, models):
+    target = models / "dreamy.safetensors"
+    touching = {"on": True}
+
+    def meddling_hash(path, **kw):
+        """The real hasher, while someone keeps touching dreamy.safetensors between chunks."""
+        steps = iter_hash_file(path, chunk_size=1 << 20, **kw)
+        while True:
+            try:
+                item = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if touching["on"] and Path(path) == target:
+                bump_mtime(target, 1_000_000)
+            yield item
+
+    lib = Library(Catalog(tmp_path / "catalog.sqlite3"), hash_fn=meddling_hash)
+    lib.add_folder(models)
+    summary = run(lib.scan())
+    record = lib.catalog.get(target)
+    assert (record.status, record.sha256) == ("incomplete", None)
+    assert "kept changing" in record.reason and any("kept changing" in p.reason for p in summary.problems)
+    assert lib.catalog.get(models / "xl" / "big.safetensors").sha256 is not None
+    touching["on"] = False
+    run(lib.scan())  # its key moved, so it is read and hashed again
+    record = lib.catalog.get(target)
+    assert record.status == "ok" and record.sha256 == _sha(target)

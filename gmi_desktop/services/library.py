@@ -50,6 +50,7 @@ STATUS_OF_PROBE = {"ok": "ok", "not_checkpoint": "skipped", "unsupported": "unsu
                    "incomplete": "incomplete", "unreadable": "skipped"}
 UNREADABLE_PREFIX = "unreadable: "  # re-probed on every scan (a chmod does not change the stat key)
 BATCH = 256
+CHANGED_SINCE_SCAN = "changed since it was scanned (still being written?); the next scan reads it again"
 HASH_EVENT_BYTES = 256 * 1024 * 1024  # a hashing event (pause/cancel point) at least this often
 T = TypeVar("T")
 
@@ -274,7 +275,8 @@ class Library:
     # -- hashing --------------------------------------------------------------------------------
     def hash_pending(self, *, cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Hash every usable checkpoint whose content hash is pending. A file whose stat key moved
-        since it was probed is left for the next scan; :class:`Cancelled` leaves nothing half-done."""
+        since it was probed, or that keeps changing while hashed, is marked ``incomplete`` (its new
+        key makes the next scan read it again); :class:`Cancelled` leaves nothing half-done."""
         summary = ScanSummary()
         pending = self.catalog.pending_hashes()
         done_by_key: dict = {}  # hard links: one inode hashed once
@@ -283,7 +285,8 @@ class Library:
             yield ScanEvent("hashing", index, len(pending), record.path)
             try:
                 if stat_key(os.stat(record.path)) != record.key:
-                    summary.problems.append(Problem(record.path, "changed since the scan; rescan to hash it"))
+                    self.catalog.set_status(record.id, "incomplete", CHANGED_SINCE_SCAN)
+                    summary.problems.append(Problem(record.path, CHANGED_SINCE_SCAN))
                     continue
                 hashes = done_by_key.get(record.key)
                 if hashes is None:
@@ -291,6 +294,7 @@ class Library:
                     hashes = yield from _every(steps, HASH_EVENT_BYTES, lambda d, t: ScanEvent(
                         "hashing", index, len(pending), record.path, d, t))
             except IncompleteFile as exc:
+                self.catalog.set_status(record.id, "incomplete", exc.reason)
                 summary.problems.append(Problem(record.path, exc.reason))
                 continue
             except OSError as exc:

@@ -287,6 +287,12 @@ class Catalog:
                 ((reason, i) for i in file_ids),
             )
 
+    def set_status(self, file_id: int, status: str, reason: str) -> None:
+        if status not in FILE_STATUSES:
+            raise ValueError(f"unknown file status {status!r}")
+        with self.transaction() as conn:
+            conn.execute("UPDATE files SET status = ?, reason = ? WHERE id = ?", (status, reason, file_id))
+
     def collapse_moves(self) -> list[tuple[Path, Path]]:
         """Drop tombstones whose content lives on at another path (a move); ``(old, new)`` pairs.
 
