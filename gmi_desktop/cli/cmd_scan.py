@@ -23,8 +23,10 @@ NAME_WIDTH = 48
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("scan", help="scan folders of checkpoints into the library",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "scan", help="scan folders of checkpoints into the library",
+        description="Add FOLDERs as library folders (or take the known ones) and scan them: a table "
+                    "of name, family, AutoV2 hash and status on stdout, progress on stderr.")
     parser.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to add and scan")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-hash", action="store_true", help="list and classify only; hash later")
