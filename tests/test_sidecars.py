@@ -151,7 +151,7 @@ def test_empty_or_special_preview_is_skipped(model):
     [
         (b"{broken", "not valid JSON"),
         (b"\xff\xfe\x00garbage", "not UTF-8"),
-        (b"[1, 2, 3]", "JSON list instead of an object"),
+        (b"[1, 2, 3]", "a JSON array instead of an object"),
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
     ],
     ids=["json", "utf8", "array", "deep"],

@@ -111,7 +111,8 @@ def _load_json(path: Path, problems: list[str]) -> dict | None:
         problems.append(f"{path.name}: not valid JSON ({exc}), ignored")
         return None
     if not isinstance(value, dict):
-        problems.append(f"{path.name}: JSON {type(value).__name__} instead of an object, ignored")
+        kind = "array" if isinstance(value, list) else "string" if isinstance(value, str) else "value"
+        problems.append(f"{path.name}: a JSON {kind} instead of an object, ignored")
         return None
     return value
 
