@@ -104,3 +104,9 @@ class CorruptWeights(WeightsUnavailable):
     """Model weights were found but cannot be loaded (truncated, not a state dict, wrong model)."""
 
     default_hint = "delete the file so it can be fetched again, or point the setting at a good copy"
+
+
+class CatalogError(UserInputError):
+    """The model catalog (SQLite) cannot be used: written by a newer version, or damaged."""
+
+    default_hint = "update GMI Desktop, or point GMI_DATA_DIR at another folder"

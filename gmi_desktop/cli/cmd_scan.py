@@ -1,0 +1,136 @@
+"""``gmi-desktop scan [FOLDER...] [--json] [--no-hash]``: scan library folders into the catalog.
+
+Given folders are added as library folders first; without any, the library folders already known
+(and those in the settings) are scanned. The table (or JSON) goes to stdout, progress and problems
+to stderr. Exit 0 when the scan completed, even if files were skipped; 2 on a bad folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from gmi_desktop.core.errors import UserInputError
+from gmi_desktop.services.library import Library, ScanEvent, ScanSummary, run
+from gmi_desktop.store.catalog import Catalog, FileRecord
+from gmi_desktop.store.settings import load_settings
+
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
+NAME_WIDTH = 48
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "scan", help="scan folders of checkpoints into the library",
+        description="Add FOLDERs as library folders (or take the known ones) and scan them: a table "
+                    "of name, family, AutoV2 hash and status on stdout, progress on stderr.")
+    parser.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to add and scan")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-hash", action="store_true", help="list and classify only; hash later")
+    parser.set_defaults(func=main)
+
+
+class _Progress:
+    """Progress lines on stderr, at most one per phase every half second."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.every_s = every_s
+        self.last: tuple[str, float] = ("", 0.0)
+
+    def __call__(self, event: ScanEvent) -> None:
+        now = time.monotonic()
+        final = event.total and event.done == event.total
+        if event.phase == self.last[0] and now - self.last[1] < self.every_s and not final:
+            return
+        self.last = (event.phase, now)
+        count = f"{event.done}/{event.total}" if event.total else str(event.done)
+        print(f"{event.phase} {count}", file=sys.stderr, flush=True)
+
+
+def status_text(record: FileRecord, duplicates: dict[str, int]) -> str:
+    if not record.reason or record.reason.startswith(f"{record.status}:"):
+        text = record.reason or record.status
+    else:
+        text = f"{record.status}: {record.reason}"
+    if record.sha256 and duplicates.get(record.sha256, 0) > 1 and record.status != "missing":
+        text += f" (duplicate, {duplicates[record.sha256]} copies)"
+    return text
+
+
+def family_text(record: FileRecord) -> str:
+    if not record.family:
+        return record.kind or "-"
+    name = FAMILY_NAMES.get(record.family, record.family)
+    return name if record.variant in (None, "normal") else f"{name} {record.variant}"
+
+
+def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
+    rows = [("NAME", "FAMILY", "AUTOV2", "STATUS")]
+    for r in records:
+        name = r.name if len(r.name) <= NAME_WIDTH else r.name[: NAME_WIDTH - 1] + "…"
+        rows.append((name, family_text(r), r.autov2 or "-", status_text(r, duplicates)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
+    )
+
+
+def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: ScanSummary) -> dict:
+    return {
+        "files": [
+            {
+                "path": os.fspath(r.path), "name": r.name, "status": r.status, "reason": r.reason,
+                "family": r.family, "variant": r.variant, "kind": r.kind, "file_format": r.file_format,
+                "size": r.size, "sha256": r.sha256, "autov2": r.autov2, "autov1": r.autov1,
+                "tensor_sha256": r.tensor_sha256, "base_model": r.base_model,
+                "download_count": r.download_count, "preview_path": r.preview_path,
+                "duplicates": duplicates.get(r.sha256, 0) if r.sha256 else 0,
+            }
+            for r in records
+        ],
+        "summary": {
+            "roots": [os.fspath(p) for p in summary.roots],
+            "folders": [{"path": os.fspath(p), "layout": layout} for p, layout in summary.folders],
+            "seen": summary.seen, "unchanged": summary.unchanged, "probed": summary.probed,
+            "hashed": summary.hashed, "reused_hashes": summary.reused_hashes,
+            "tombstoned": [os.fspath(p) for p in summary.tombstoned],
+            "moved": [[os.fspath(a), os.fspath(b)] for a, b in summary.moved],
+        },
+        "problems": [{"path": os.fspath(p.path), "reason": p.reason} for p in summary.problems],
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    for folder in args.folders:  # validate every argument before changing anything
+        if not os.path.isdir(folder):
+            reason = "no such folder" if not os.path.exists(folder) else "not a folder"
+            raise UserInputError(folder, reason)
+    with Catalog() as catalog:
+        library = Library(catalog)
+        if args.folders:
+            roots = [library.add_folder(folder) for folder in args.folders]
+        else:
+            for folder in load_settings().library_folders:
+                catalog.add_root(folder)  # not validated: an unplugged drive is reported by the scan
+            roots = catalog.roots()
+        if not roots:
+            raise UserInputError(None, "no library folders yet", "run: gmi-desktop scan FOLDER")
+        summary = run(library.scan(roots, hashing=not args.no_hash), _Progress())
+        root_ids = {r.id for r in roots}
+        records = [r for r in catalog.files() if r.root_id in root_ids]
+        duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}
+    for problem in summary.problems:
+        print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
+    print(
+        f"{summary.seen} files: {summary.probed} new or changed, {summary.unchanged} unchanged, "
+        f"{summary.hashed} hashed, {len(summary.tombstoned)} gone, {len(summary.problems)} problems",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(to_json(records, duplicates, summary), indent=2, ensure_ascii=False))
+    else:
+        print(render_table(records, duplicates))
+    return 0

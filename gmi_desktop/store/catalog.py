@@ -1,0 +1,395 @@
+"""The model catalog: one SQLite database (WAL) of every model file seen, its hashes and status.
+
+Files are keyed by path and carry their stat key ``(device, inode, size, mtime_ns)``; content is
+keyed by SHA-256 (with AutoV2, AutoV1 and the tensor-data hash); specification references are
+keyed by content SHA-256, so a renamed or moved file keeps its specification. Rescans are
+mark-and-sweep over a generation counter: every file seen in a scan gets the scan's generation,
+and files of the scanned roots left behind are tombstoned (status ``missing``) until
+:meth:`Catalog.prune`.
+
+All writes run in ``BEGIN IMMEDIATE`` transactions, so a killed process leaves the previous
+consistent state. One :class:`Catalog` object per thread (SQLite connections are not shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from gmi_desktop.core.errors import CatalogError
+from gmi_desktop.store import paths
+from gmi_desktop.store.catalog_schema import FILE_STATUSES, LATEST, migrate, schema_version
+from gmi_desktop.store.hashing import FileHashes, StatKey
+
+__all__ = ["Catalog", "FileFacts", "FileRecord", "KnownFile", "PruneResult", "Root", "FILE_STATUSES", "LATEST"]
+
+_FACT_COLUMNS = (
+    "status", "reason", "file_format", "family", "variant", "kind", "display_name", "base_model",
+    "download_count", "preview_path", "metadata", "header_len", "tensor_count", "sidecar_sig",
+)
+
+
+@dataclass(frozen=True)
+class Root:
+    id: int
+    path: Path
+    added_at: float
+
+
+class KnownFile(NamedTuple):
+    id: int
+    key: StatKey
+    status: str
+    sha256: str | None
+    reason: str
+    sidecar_sig: str
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a scan learned about one path (from its stat, the header probe and the sidecars)."""
+
+    path: str
+    key: StatKey
+    status: str
+    reason: str = ""
+    file_format: str | None = None
+    family: str | None = None
+    variant: str | None = None
+    kind: str | None = None
+    display_name: str | None = None
+    base_model: str | None = None
+    download_count: int | None = None
+    preview_path: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    header_len: int = 0
+    tensor_count: int = 0
+    sidecar_sig: str = ""  # names, sizes and mtimes of the sidecar files read with it
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One row of the catalog, joined with its content hashes (``None`` until hashed)."""
+
+    id: int
+    path: Path
+    root_id: int | None
+    key: StatKey
+    status: str
+    reason: str
+    file_format: str | None
+    family: str | None
+    variant: str | None
+    kind: str | None
+    display_name: str | None
+    base_model: str | None
+    download_count: int | None
+    preview_path: str | None
+    metadata: dict[str, str]
+    header_len: int
+    tensor_count: int
+    sha256: str | None
+    autov2: str | None
+    autov1: str | None
+    tensor_sha256: str | None
+    seen_generation: int
+    first_seen: float
+    last_seen: float
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.path.stem
+
+    @property
+    def size(self) -> int:
+        return self.key[2]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed_files: list[Path]
+    removed_spec_paths: list[str]
+
+
+_SELECT = (
+    "SELECT f.id, f.path, f.root_id, f.device, f.inode, f.size, f.mtime_ns, f.status, f.reason, "
+    "f.file_format, f.family, f.variant, f.kind, f.display_name, f.base_model, f.download_count, "
+    "f.preview_path, f.metadata, f.header_len, f.tensor_count, f.sha256, c.autov2, c.autov1, "
+    "c.tensor_sha256, f.seen_generation, f.first_seen, f.last_seen "
+    "FROM files f LEFT JOIN content c ON c.sha256 = f.sha256"
+)
+
+
+def _record(row: Sequence) -> FileRecord:
+    return FileRecord(
+        row[0], Path(row[1]), row[2], (row[3], row[4], row[5], row[6]), *row[7:17],
+        json.loads(row[17]), *row[18:],
+    )
+
+
+class Catalog:
+    """Open (creating and migrating as needed) the catalog at ``path`` (default: the data dir)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout_s: float = 10.0):
+        self.path = Path(path) if path is not None else paths.catalog_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.version = migrate(conn, self.path)
+        except (sqlite3.DatabaseError, CatalogError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, CatalogError):
+                raise
+            raise CatalogError(self.path, f"cannot open the catalog: {exc}") from None
+        self._conn = conn
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back if the body raises."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return schema_version(self._conn)
+
+    def integrity_ok(self) -> bool:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- roots ----------------------------------------------------------------------------------
+    def add_root(self, path: str | os.PathLike[str]) -> Root:
+        text = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", (text, time.time()))
+        return self.root(text)
+
+    def root(self, path: str | os.PathLike[str]) -> Root:
+        text = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        row = self._conn.execute("SELECT id, path, added_at FROM roots WHERE path = ?", (text,)).fetchone()
+        if row is None:
+            raise KeyError(text)
+        return Root(row[0], Path(row[1]), row[2])
+
+    def roots(self) -> list[Root]:
+        rows = self._conn.execute("SELECT id, path, added_at FROM roots ORDER BY path").fetchall()
+        return [Root(r[0], Path(r[1]), r[2]) for r in rows]
+
+    def remove_root(self, path: str | os.PathLike[str]) -> bool:
+        """Forget a root and its files; content hashes and specification references stay until
+        :meth:`prune`."""
+        try:
+            root = self.root(path)
+        except KeyError:
+            return False
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM files WHERE root_id = ?", (root.id,))
+            conn.execute("DELETE FROM roots WHERE id = ?", (root.id,))
+        return True
+
+    # -- scanning -------------------------------------------------------------------------------
+    def next_generation(self) -> int:
+        with self.transaction() as conn:
+            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def file_keys(self, root_ids: Iterable[int] | None = None) -> dict[str, KnownFile]:
+        """``path -> KnownFile`` for the files of ``root_ids`` (every file when None)."""
+        sql = "SELECT path, id, device, inode, size, mtime_ns, status, sha256, reason, sidecar_sig FROM files"
+        args: tuple = ()
+        if root_ids is not None:
+            ids = tuple(root_ids)
+            sql += f" WHERE root_id IN ({','.join('?' * len(ids))})"
+            args = ids
+        return {r[0]: KnownFile(r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in self._conn.execute(sql, args)}
+
+    def unseen(self, generation: int, root_ids: Iterable[int]) -> list[tuple[int, Path]]:
+        """Present files of ``root_ids`` not seen since ``generation`` began: sweep candidates."""
+        ids = tuple(root_ids)
+        rows = self._conn.execute(
+            f"SELECT id, path FROM files WHERE root_id IN ({','.join('?' * len(ids))}) "
+            "AND seen_generation < ? AND status != 'missing' ORDER BY path", (*ids, generation),
+        )
+        return [(r[0], Path(r[1])) for r in rows]
+
+    def record_files(self, facts: Iterable[tuple[FileFacts, int | None, str | None]], generation: int) -> None:
+        """Insert or update files from ``(facts, root_id, sha256)``; ``sha256`` is carried over for
+        a file known to hold already-hashed content (a rename), else ``None`` (hash pending)."""
+        now = time.time()
+        rows = [
+            (f.path, root_id, *f.key, f.status, f.reason, f.file_format, f.family, f.variant, f.kind,
+             f.display_name, f.base_model, f.download_count, f.preview_path,
+             json.dumps(dict(f.metadata), ensure_ascii=False, sort_keys=True), f.header_len, f.tensor_count,
+             f.sidecar_sig, sha, generation, now, now)
+            for f, root_id, sha in facts
+        ]
+        for f in rows:
+            if f[6] not in FILE_STATUSES:
+                raise ValueError(f"unknown file status {f[6]!r}")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ("root_id", "device", "inode", "size", "mtime_ns",
+                                                            *_FACT_COLUMNS, "sha256", "seen_generation", "last_seen"))
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO files (path, root_id, device, inode, size, mtime_ns, "
+                f"{', '.join(_FACT_COLUMNS)}, sha256, seen_generation, first_seen, last_seen) "
+                f"VALUES ({','.join('?' * (10 + len(_FACT_COLUMNS)))}) ON CONFLICT (path) DO UPDATE SET {updates}",
+                rows,
+            )
+
+    def mark_seen(self, file_ids: Iterable[int], generation: int) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE files SET seen_generation = ?, last_seen = ? WHERE id = ?",
+                ((generation, now, i) for i in file_ids),
+            )
+
+    def present_under(self, path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+        """Present files at ``path`` or anywhere below it (a deleted or moved-away folder)."""
+        text = os.fspath(path).rstrip(os.sep) or os.sep
+        lo, hi = text + os.sep, text + chr(ord(os.sep) + 1)
+        rows = self._conn.execute(
+            "SELECT id, path FROM files WHERE status != 'missing' AND (path = ? OR (path >= ? AND path < ?)) "
+            "ORDER BY path", (text, lo, hi),
+        )
+        return [(r[0], Path(r[1])) for r in rows]
+
+    def tombstone(self, file_ids: Iterable[int], reason: str = "file is gone") -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE files SET status = 'missing', reason = ? WHERE id = ? AND status != 'missing'",
+                ((reason, i) for i in file_ids),
+            )
+
+    def set_status(self, file_id: int, status: str, reason: str) -> None:
+        if status not in FILE_STATUSES:
+            raise ValueError(f"unknown file status {status!r}")
+        with self.transaction() as conn:
+            conn.execute("UPDATE files SET status = ?, reason = ? WHERE id = ?", (status, reason, file_id))
+
+    def collapse_moves(self) -> list[tuple[Path, Path]]:
+        """Drop tombstones whose content lives on at another path (a move); ``(old, new)`` pairs.
+
+        Nothing is lost: the specification reference is keyed by the content hash."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT gone.id, gone.path, MIN(live.path) FROM files gone JOIN files live "
+                "ON live.sha256 = gone.sha256 AND live.status != 'missing' "
+                "WHERE gone.status = 'missing' GROUP BY gone.id"
+            ).fetchall()
+            conn.executemany("DELETE FROM files WHERE id = ?", ((r[0],) for r in rows))
+        return [(Path(r[1]), Path(r[2])) for r in rows]
+
+    # -- hashing --------------------------------------------------------------------------------
+    def pending_hashes(self) -> list[FileRecord]:
+        """Usable single-file checkpoints whose content is not hashed yet."""
+        rows = self._conn.execute(
+            f"{_SELECT} WHERE f.status = 'ok' AND f.sha256 IS NULL AND f.file_format = 'safetensors' ORDER BY f.path"
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def record_hashes(self, file_id: int, hashes: FileHashes) -> bool:
+        """Store ``hashes`` for the file if its row still has the stat key that was hashed."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT device, inode, size, mtime_ns FROM files WHERE id = ?", (file_id,)).fetchone()
+            if row is None or tuple(row) != tuple(hashes.key):
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO content (sha256, autov2, autov1, tensor_sha256, size, hashed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (hashes.sha256, hashes.autov2, hashes.autov1, hashes.tensor_sha256, hashes.size, time.time()),
+            )
+            conn.execute("UPDATE files SET sha256 = ? WHERE id = ?", (hashes.sha256, file_id))
+        return True
+
+    # -- lookups --------------------------------------------------------------------------------
+    def get(self, path: str | os.PathLike[str]) -> FileRecord | None:
+        row = self._conn.execute(f"{_SELECT} WHERE f.path = ?", (os.fspath(path),)).fetchone()
+        return _record(row) if row else None
+
+    def files(self, status: str | Sequence[str] | None = None, root_id: int | None = None) -> list[FileRecord]:
+        clauses, args = [], []
+        if status is not None:
+            wanted = (status,) if isinstance(status, str) else tuple(status)
+            clauses.append(f"f.status IN ({','.join('?' * len(wanted))})")
+            args += wanted
+        if root_id is not None:
+            clauses.append("f.root_id = ?")
+            args.append(root_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [_record(r) for r in self._conn.execute(f"{_SELECT}{where} ORDER BY f.path", args)]
+
+    def find_by_hash(self, text: str) -> list[FileRecord]:
+        """Files whose content matches a hash as images and sites write it: 64 hex digits = SHA-256,
+        10 = AutoV2 ("Model hash" of A1111), 8 = AutoV1 (old A1111). Present files first."""
+        value = text.strip().lower()
+        column = {64: "c.sha256", 10: "c.autov2", 8: "c.autov1"}.get(len(value))
+        if column is None or any(ch not in "0123456789abcdef" for ch in value):
+            return []
+        rows = self._conn.execute(
+            f"{_SELECT} WHERE {column} = ? ORDER BY f.status = 'missing', f.path", (value,)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def duplicates(self) -> list[list[FileRecord]]:
+        """Groups of present files holding the same content (same SHA-256 in two places or more)."""
+        shas = [r[0] for r in self._conn.execute(
+            "SELECT sha256 FROM files WHERE status != 'missing' AND sha256 IS NOT NULL "
+            "GROUP BY sha256 HAVING COUNT(*) > 1 ORDER BY MIN(path)"
+        )]
+        return [
+            [_record(r) for r in self._conn.execute(
+                f"{_SELECT} WHERE f.sha256 = ? AND f.status != 'missing' ORDER BY f.path", (sha,))]
+            for sha in shas
+        ]
+
+    # -- specification references ---------------------------------------------------------------
+    def set_spec_ref(self, sha256: str, spec_path: str | os.PathLike[str]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO spec_refs (sha256, spec_path, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET spec_path = excluded.spec_path, created_at = excluded.created_at",
+                (sha256, os.fspath(spec_path), time.time()),
+            )
+
+    def spec_ref(self, sha256: str) -> str | None:
+        row = self._conn.execute("SELECT spec_path FROM spec_refs WHERE sha256 = ?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+    def prune(self) -> PruneResult:
+        """Remove tombstoned files, then content and specification references no file holds."""
+        with self.transaction() as conn:
+            gone = [Path(r[0]) for r in conn.execute("SELECT path FROM files WHERE status = 'missing' ORDER BY path")]
+            conn.execute("DELETE FROM files WHERE status = 'missing'")
+            orphan = "sha256 NOT IN (SELECT sha256 FROM files WHERE sha256 IS NOT NULL)"
+            specs = [r[0] for r in conn.execute(f"SELECT spec_path FROM spec_refs WHERE {orphan} ORDER BY spec_path")]
+            conn.execute(f"DELETE FROM spec_refs WHERE {orphan}")
+            conn.execute(f"DELETE FROM content WHERE {orphan}")
+        return PruneResult(gone, specs)
+
