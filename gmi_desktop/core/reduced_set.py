@@ -25,7 +25,9 @@ model), and ``c = W x`` is formed once at the end.
 
 Batching. :func:`reduce_sets` runs the iteration for M models at once: every step is a stacked
 matmul over the models that still take it (per-model masks for converged rounds, gradient steps,
-line searches and QP iterations), so each model follows exactly the path it follows alone.
+line searches and QP iterations), so each model follows exactly the path it follows alone. Models
+are batched by their number of points N (no padding inside the iteration, which would change the
+order of floating-point sums), in chunks of at most 2048 models.
 :func:`reduce_set` is that function for one model.
 """
 
@@ -42,13 +44,13 @@ _DATA_CHUNK_BYTES = 4 << 20  # float64 points converted at a time (stays in cach
 def project_to_simplex(v: np.ndarray) -> np.ndarray:
     """Euclidean projection of each row (last axis) onto ``{b >= 0, sum b = 1}`` (sort-based, exact)."""
     v = np.asarray(v, dtype=np.float64)
-    u = -np.sort(-v, axis=-1)
-    css = np.cumsum(u, axis=-1) - 1.0
-    idx = np.arange(1, v.shape[-1] + 1)
-    positive = u - css / idx > 0
-    rho = v.shape[-1] - 1 - np.argmax(positive[..., ::-1], axis=-1)
-    theta = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1.0)
-    return np.maximum(v - theta, 0.0)
+    rows = v.reshape(-1, v.shape[-1])
+    u = -np.sort(-rows, axis=1)
+    css = np.cumsum(u, axis=1) - 1.0
+    positive = u - css / np.arange(1, rows.shape[1] + 1) > 0
+    rho = rows.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)
+    theta = css[np.arange(len(rows)), rho] / (rho + 1.0)
+    return np.maximum(rows - theta[:, None], 0.0).reshape(v.shape)
 
 
 def simplex_qp(kernel: np.ndarray, linear: np.ndarray, start: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -230,27 +232,28 @@ def reduce_sets(
     out_size = min(size, n_max)
     c = np.zeros((len(sets), out_size, dim))
     b = np.zeros((len(sets), out_size))
-    data_chunk = max(1, _DATA_CHUNK_BYTES // (8 * n_max * dim))
     exact = np.flatnonzero(counts <= size)
     b[exact] = a[exact, :out_size]
-    for lo in range(0, len(exact), data_chunk):
-        rows = exact[lo : lo + data_chunk]
-        c[rows] = _padded(sets, rows, n_max, dim)[:, :out_size]
-    reduce_rows = np.flatnonzero(counts > size)
-    for lo in range(0, len(reduce_rows), _OPT_CHUNK):
-        rows = reduce_rows[lo : lo + _OPT_CHUNK]
-        g = np.empty((len(rows), n_max, n_max))
-        for d0 in range(0, len(rows), data_chunk):
-            x = _padded(sets, rows[d0 : d0 + data_chunk], n_max, dim)
-            g[d0 : d0 + len(x)] = x @ x.transpose(0, 2, 1)
-        w = np.zeros((len(rows), size, n_max))
-        for n in np.unique(counts[rows]):  # the seeded start depends on N only
-            start = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-            w[np.flatnonzero(counts[rows] == n)[:, None], np.arange(size), start] = 1.0
-        b[rows] = _optimise(g, a[rows], w, float(gamma), rounds, tol)
-        for d0 in range(0, len(rows), data_chunk):
-            part = rows[d0 : d0 + data_chunk]
-            c[part] = w[d0 : d0 + len(part)] @ _padded(sets, part, n_max, dim)
+    exact_chunk = max(1, _DATA_CHUNK_BYTES // (8 * n_max * dim))
+    for lo in range(0, len(exact), exact_chunk):
+        rows = exact[lo : lo + exact_chunk]
+        c[rows] = _padded(sets, rows, out_size, dim)
+    for n in np.unique(counts[counts > size]):  # equal N in a batch: no padding in the iteration
+        group = np.flatnonzero(counts == n)
+        start = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+        data_chunk = max(1, _DATA_CHUNK_BYTES // (8 * n * dim))
+        for lo in range(0, len(group), _OPT_CHUNK):
+            rows = group[lo : lo + _OPT_CHUNK]
+            g = np.empty((len(rows), n, n))
+            for d0 in range(0, len(rows), data_chunk):
+                x = _padded(sets, rows[d0 : d0 + data_chunk], n, dim)
+                g[d0 : d0 + len(x)] = x @ x.transpose(0, 2, 1)
+            w = np.zeros((len(rows), size, n))
+            w[:, np.arange(size), start] = 1.0
+            b[rows] = _optimise(g, a[rows, :n], w, float(gamma), rounds, tol)
+            for d0 in range(0, len(rows), data_chunk):
+                part = rows[d0 : d0 + data_chunk]
+                c[part] = w[d0 : d0 + len(part)] @ _padded(sets, part, n, dim)
     return c, b
 
 
