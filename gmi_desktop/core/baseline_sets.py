@@ -2,7 +2,8 @@
 
 Each model contributes a reduced set ``(c_m, b_m)`` (all models in one
 :func:`.reduced_set.reduce_sets` call; or all its points with weight 1/N). Sets are padded to a
-common size S with zero weights, so one query is one ``(M S) x F`` product: ``score_m = b_m'K_m b_m - 2 (1/T) sum_t sum_j b_mj k(c_mj, x_t) + (1/T^2) sum k(x_t, x_s)``
+common size S with zero weights, so one query is one ``(M S) x F`` product:
+``score_m = b_m'K_m b_m - 2 (1/T) sum_t sum_j b_mj k(c_mj, x_t) + (1/T^2) sum k(x_t, x_s)``
 with the first term precomputed (Eq. 2 generalised to T query points).
 """
 
