@@ -68,7 +68,7 @@ def simplex_qp(kernel: np.ndarray, linear: np.ndarray, start: np.ndarray, iterat
         if live.size == 0:
             break
         yl, bl = y[live], b[live]
-        grad = 2.0 * (kernel[live] @ yl[:, :, None])[:, :, 0] - 2.0 * linear[live]
+        grad = 2.0 * _weighted_rows(_take(kernel, live), yl) - 2.0 * linear[live]
         b_next = project_to_simplex(yl - grad / lipschitz[live, None])
         t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         y[live] = b_next + ((t - 1.0) / t_next) * (b_next - bl)
@@ -143,7 +143,8 @@ def _point_steps(g, gdiag, a, kxx, w, p, b, value, step, gamma):
 
 
 def _optimise(g, a, w, gamma, rounds, tol):
-    """Alternating minimisation from coefficients ``w`` (M, s, N) given Gram matrices ``g`` (M, N, N)."""
+    """Alternating minimisation from coefficients ``w`` (M, s, N), updated in place, given Gram
+    matrices ``g`` (M, N, N) and target weights ``a`` (M, N); returns the simplex weights (M, s)."""
     m, s, _ = w.shape
     gdiag = np.ascontiguousarray(np.diagonal(g, axis1=1, axis2=2))
     kxx_mat = np.exp(-gamma * np.maximum(gdiag[:, :, None] + gdiag[:, None, :] - 2.0 * g, 0.0))
