@@ -77,7 +77,9 @@ def test_ragged_sets_and_weights_equal_one_model_at_a_time():
 
 def test_deterministic_given_seed_and_independent_of_chunking(monkeypatch):
     x = _clustered(np.random.default_rng(30), 6, 10, 4)
+    x_before = x.copy()
     first = reduce_sets(x, 3, GAMMA, seed=5, rounds=8)
+    np.testing.assert_array_equal(x, x_before)  # the input is never written
     again = reduce_sets(list(x), 3, GAMMA, seed=5, rounds=8)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
