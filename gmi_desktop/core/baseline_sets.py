@@ -1,8 +1,9 @@
 """Reduced-set arrays of the RKME baselines for many models at once (used by ``SpecIndex``).
 
-Each model contributes a reduced set ``(c_m, b_m)`` (:func:`.reduced_set.reduce_set`; or all its
-points with weight 1/N). Sets are padded to a common size S with zero weights, so one query is one
-``(M S) x F`` product: ``score_m = b_m'K_m b_m - 2 (1/T) sum_t sum_j b_mj k(c_mj, x_t) + (1/T^2) sum k(x_t, x_s)``
+Each model contributes a reduced set ``(c_m, b_m)`` (all models in one
+:func:`.reduced_set.reduce_sets` call; or all its points with weight 1/N). Sets are padded to a
+common size S with zero weights, so one query is one ``(M S) x F`` product:
+``score_m = b_m'K_m b_m - 2 (1/T) sum_t sum_j b_mj k(c_mj, x_t) + (1/T^2) sum k(x_t, x_s)``
 with the first term precomputed (Eq. 2 generalised to T query points).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .reduced_set import reduce_set
+from .reduced_set import reduce_sets
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,13 @@ class BaselineSets:
 def build_baseline_sets(
     point_sets: Iterable[np.ndarray], reduced_size: int | None, gamma: float, seed: int
 ) -> BaselineSets:
-    """Reduce every model's points (``reduced_size=None``: keep them all, 1/N each) and pad."""
-    per_model = []
-    for pts in point_sets:
-        if reduced_size is None:
-            per_model.append((np.asarray(pts, np.float64), np.full(len(pts), 1.0 / len(pts))))
-        else:
-            per_model.append(reduce_set(pts, reduced_size, gamma, seed))
-    size = max(len(c) for c, _ in per_model)
-    dim = per_model[0][0].shape[1]
-    points = np.zeros((len(per_model), size, dim), dtype=np.float64)
-    weights = np.zeros((len(per_model), size), dtype=np.float64)
-    for m, (c, w) in enumerate(per_model):
-        points[m, : len(c)] = c
-        weights[m, : len(w)] = w
+    """Reduce every model's points in one batch (:func:`.reduced_set.reduce_sets`;
+    ``reduced_size=None``: keep them all, 1/N each) and pad."""
+    sets = [np.asarray(p) for p in point_sets]
+    if reduced_size is None:
+        reduced_size = max(len(p) for p in sets)
+    points, weights = reduce_sets(sets, reduced_size, gamma, seed)
+    dim = points.shape[2]
     sq = np.einsum("msf,msf->ms", points, points)
     d2 = np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.matmul(points, points.transpose(0, 2, 1)), 0.0)
     self_terms = np.einsum("ms,mst,mt->m", weights, np.exp(-gamma * d2), weights)

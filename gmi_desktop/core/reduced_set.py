@@ -1,4 +1,5 @@
-"""Reduced-set construction for RKME specifications (Wu et al. 2023; paper §4.1 and A.4).
+"""Reduced-set construction for RKME specifications (Wu et al. 2023; paper §4.1 and A.4), for many
+models at once.
 
 Given points ``x_1..x_N`` with target weights ``a`` (uniform by default), find ``size`` points
 ``c_j`` and simplex weights ``b`` (``b >= 0``, ``sum b = 1``) minimising
@@ -13,55 +14,248 @@ Alternating minimisation, deterministic given ``seed``:
     ``dJ/dc_j = 4 gamma b_j [ sum_i a_i k(c_j, x_i)(c_j - x_i) - sum_l b_l k(c_j, c_l)(c_j - c_l) ]``.
 The start is ``size`` distinct input points drawn with ``seed``. A size of at least ``N`` returns
 the input set itself (the exact embedding, ``J = 0``).
+
+Coefficient space. The start points are input points and every gradient is a combination of the
+``c_j`` and ``x_i``, so the points stay ``c = W x`` with ``W`` (size x N). The iteration runs on
+``W`` and the Gram matrix ``G = x x'``: ``c x' = W G``, ``c c' = W G W'``, and the gradient is
+``D x`` with ``D_j = 4 gamma b_j [ (sum_i A_ji) W_j - A_j - (sum_l B_jl) W_j + (B W)_j ]``
+(``A = a_i k(c_j, x_i)``, ``B = b_l k(c_j, c_l)``), ``||grad||^2 = sum(D G * D)``. This is the same
+iteration as in point space; only the feature width D drops out of it (N x N instead of N x D per
+model), and ``c = W x`` is formed once at the end.
+
+Batching. :func:`reduce_sets` runs the iteration for M models at once: every step is a stacked
+matmul over the models that still take it (per-model masks for converged rounds, gradient steps,
+line searches and QP iterations), so each model follows exactly the path it follows alone. Models
+are batched by their number of points N (no padding inside the iteration, which would change the
+order of floating-point sums), in chunks of at most 2048 models.
+:func:`reduce_set` is that function for one model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from .kernels import rbf_kernel
+_OPT_CHUNK = 2048  # models optimised together (bounds the stacked Gram matrices)
+_DATA_CHUNK_BYTES = 4 << 20  # float64 points converted at a time (stays in cache for the matmul)
 
 
 def project_to_simplex(v: np.ndarray) -> np.ndarray:
-    """Euclidean projection onto ``{b >= 0, sum b = 1}`` (sort-based, exact)."""
+    """Euclidean projection of each row (last axis) onto ``{b >= 0, sum b = 1}`` (sort-based, exact)."""
     v = np.asarray(v, dtype=np.float64)
-    u = np.sort(v)[::-1]
-    css = np.cumsum(u) - 1.0
-    idx = np.arange(1, len(v) + 1)
-    rho = np.nonzero(u - css / idx > 0)[0][-1]
-    theta = css[rho] / (rho + 1.0)
-    return np.maximum(v - theta, 0.0)
+    rows = v.reshape(-1, v.shape[-1])
+    u = -np.sort(-rows, axis=1)
+    css = np.cumsum(u, axis=1) - 1.0
+    positive = u - css / np.arange(1, rows.shape[1] + 1) > 0
+    rho = rows.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)
+    theta = css[np.arange(len(rows)), rho] / (rho + 1.0)
+    return np.maximum(rows - theta[:, None], 0.0).reshape(v.shape)
 
 
 def simplex_qp(kernel: np.ndarray, linear: np.ndarray, start: np.ndarray, iterations: int = 200) -> np.ndarray:
-    """Minimise ``b'Kb - 2 b'v`` over the simplex (FISTA with step ``1 / (2 lambda_max(K))``)."""
-    n = len(linear)
-    if n == 1:
-        return np.ones(1)
-    lipschitz = 2.0 * max(float(np.linalg.eigvalsh(kernel)[-1]), 1e-12)
+    """Minimise ``b'K_m b - 2 b'v_m`` over the simplex for every m (``kernel`` (M, s, s), ``linear``
+    and ``start`` (M, s)): FISTA with step ``1 / (2 lambda_max(K_m))``, each model stopping on its own."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    m, s = np.shape(linear)
+    if s == 1:
+        return np.ones((m, 1))
+    lipschitz = 2.0 * np.maximum(np.linalg.eigvalsh(kernel)[:, -1], 1e-12)
     b = project_to_simplex(start)
     y, t = b.copy(), 1.0
+    live = np.arange(m)
     for _ in range(iterations):
-        b_next = project_to_simplex(y - (2.0 * (kernel @ y) - 2.0 * linear) / lipschitz)
-        t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        y = b_next + ((t - 1.0) / t_next) * (b_next - b)
-        if np.abs(b_next - b).max() < 1e-13:
-            b = b_next
+        if live.size == 0:
             break
-        b, t = b_next, t_next
+        yl, bl = y[live], b[live]
+        grad = 2.0 * _weighted_rows(_take(kernel, live), yl) - 2.0 * linear[live]
+        b_next = project_to_simplex(yl - grad / lipschitz[live, None])
+        t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        y[live] = b_next + ((t - 1.0) / t_next) * (b_next - bl)
+        done = np.abs(b_next - bl).max(axis=1) < 1e-13
+        b[live] = b_next
+        live, t = live[~done], t_next
     return b
 
 
-def _objective(c, b, x, a, gamma, kxx_term):
-    return float(b @ rbf_kernel(c, c, gamma) @ b - 2.0 * b @ rbf_kernel(c, x, gamma) @ a + kxx_term)
+def _take(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``arr[rows]`` for a sorted subset ``rows`` of its models; no copy when that is all of them."""
+    return arr if len(rows) == len(arr) else arr[rows]
 
 
-def _point_gradient(c, b, x, a, gamma):
-    kcx = rbf_kernel(c, x, gamma) * a[None, :]  # (s, N) a_i k(c_j, x_i)
-    kcc = rbf_kernel(c, c, gamma) * b[None, :]  # (s, s) b_l k(c_j, c_l)
-    attract = kcx.sum(1)[:, None] * c - kcx @ x
-    repel = kcc.sum(1)[:, None] * c - kcc @ c
-    return 4.0 * gamma * b[:, None] * (attract - repel)
+def _kernels(p: np.ndarray, w: np.ndarray, gdiag: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``K_cx`` (M, s, N) and ``K_cc`` (M, s, s) from ``P = W G`` and ``W``."""
+    cc = p @ w.transpose(0, 2, 1)
+    cn = np.diagonal(cc, axis1=1, axis2=2)
+    kcx = np.exp(-gamma * np.maximum(cn[:, :, None] + gdiag[:, None, :] - 2.0 * p, 0.0))
+    kcc = np.exp(-gamma * np.maximum(cn[:, :, None] + cn[:, None, :] - 2.0 * cc, 0.0))
+    return kcx, kcc
+
+
+def _weighted_rows(k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``K_m v_m`` for every m: (M, s, n) x (M, n) -> (M, s)."""
+    return (k @ v[:, :, None])[:, :, 0]
+
+
+def _objective(kcx, kcc, a, b, kxx):
+    return (_weighted_rows(kcc, b) * b).sum(1) - 2.0 * (_weighted_rows(kcx, a) * b).sum(1) + kxx
+
+
+def _gradient(kcx, kcc, w, a, b, gamma):
+    """Coefficients ``D`` (M, s, N) of the point gradient ``D x`` (see the module docstring)."""
+    att = kcx * a[:, None, :]
+    rep = kcc * b[:, None, :]
+    inner = (att.sum(2) - rep.sum(2))[:, :, None] * w - att + rep @ w
+    return (4.0 * gamma) * b[:, :, None] * inner
+
+
+def _point_steps(g, gdiag, a, kxx, w, p, b, value, step, gamma):
+    """Up to 10 Armijo gradient steps on the points of every model. ``w``, ``p = w G``, ``value``
+    and ``step`` are updated in place; a step moves ``p`` by ``-step D G`` (no new product)."""
+    moving = np.arange(len(w))
+    for _ in range(10):
+        if moving.size == 0:
+            return
+        wm, pm, bm = w[moving], p[moving], b[moving]
+        kcx, kcc = _kernels(pm, wm, gdiag[moving], gamma)
+        d = _gradient(kcx, kcc, wm, a[moving], bm, gamma)
+        dg = d @ _take(g, moving)
+        gnorm2 = (dg * d).sum(axis=(1, 2))
+        keep = gnorm2 >= 1e-30
+        moving, pm, wm, bm, d, dg, gnorm2 = (arr[keep] for arr in (moving, pm, wm, bm, d, dg, gnorm2))
+        step[moving] *= 1.5
+        searching = np.arange(len(moving))
+        for _ in range(40):
+            if searching.size == 0:
+                break
+            sel = moving[searching]
+            st = step[sel][:, None, None]
+            trial_w = wm[searching] - st * d[searching]
+            trial_p = pm[searching] - st * dg[searching]
+            kcx, kcc = _kernels(trial_p, trial_w, gdiag[sel], gamma)
+            trial_value = _objective(kcx, kcc, a[sel], bm[searching], kxx[sel])
+            ok = trial_value <= value[sel] - 0.5 * step[sel] * gnorm2[searching]
+            w[sel[ok]], p[sel[ok]] = trial_w[ok], trial_p[ok]
+            value[sel[ok]] = trial_value[ok]
+            step[sel[~ok]] *= 0.5
+            searching = searching[~ok]
+        moving = np.delete(moving, searching)  # a failed line search ends that model's steps
+
+
+def _optimise(g, a, w, gamma, rounds, tol):
+    """Alternating minimisation from coefficients ``w`` (M, s, N), updated in place, given Gram
+    matrices ``g`` (M, N, N) and target weights ``a`` (M, N); returns the simplex weights (M, s)."""
+    m, s, _ = w.shape
+    gdiag = np.ascontiguousarray(np.diagonal(g, axis1=1, axis2=2))
+    kxx_mat = np.exp(-gamma * np.maximum(gdiag[:, :, None] + gdiag[:, None, :] - 2.0 * g, 0.0))
+    kxx = (_weighted_rows(kxx_mat, a) * a).sum(1)
+    del kxx_mat
+    b = np.full((m, s), 1.0 / s)
+    value = _objective(*_kernels(w @ g, w, gdiag, gamma), a, b, kxx)
+    step = np.full(m, 1.0 / (4.0 * gamma))
+    live = np.arange(m)
+    for _ in range(rounds):
+        if live.size == 0:
+            break
+        start_value = value[live]
+        gl, wl, al, dl = _take(g, live), w[live], a[live], gdiag[live]
+        pl = wl @ gl
+        kcx, kcc = _kernels(pl, wl, dl, gamma)
+        bl = simplex_qp(kcc, _weighted_rows(kcx, al), b[live])
+        vl = _objective(kcx, kcc, al, bl, kxx[live])
+        stl = step[live]
+        _point_steps(gl, dl, al, kxx[live], wl, pl, bl, vl, stl, gamma)
+        w[live], b[live], value[live], step[live] = wl, bl, vl, stl
+        converged = start_value - vl <= tol * np.maximum(np.abs(start_value), 1e-300)
+        live = live[~converged]
+    kcx, kcc = _kernels(w @ g, w, gdiag, gamma)
+    return simplex_qp(kcc, _weighted_rows(kcx, a), b)
+
+
+def _as_sets(point_sets, weights):
+    """Validated ``(sets, counts, F, a)``: the sets as given (no float64 copy yet), their sizes,
+    the feature width and the target weights zero-padded to (M, max N)."""
+    if isinstance(point_sets, np.ndarray) and point_sets.ndim == 3:
+        sets: Sequence[np.ndarray] = point_sets
+        counts = np.full(len(sets), point_sets.shape[1])
+        dims = {point_sets.shape[2]}
+    else:
+        sets = [np.asarray(p) for p in point_sets]
+        counts = np.array([p.shape[0] if p.ndim == 2 else 0 for p in sets], dtype=np.int64)
+        dims = {p.shape[-1] for p in sets}
+    if len(sets) == 0 or np.any(counts < 1):
+        raise ValueError("point sets must be non-empty (N, F) arrays, at least one of them")
+    if len(dims) != 1:
+        raise ValueError(f"point sets have different feature sizes {sorted(dims)}")
+    n_max = int(counts.max())
+    if weights is None:
+        a = np.where(np.arange(n_max) < counts[:, None], 1.0 / counts[:, None], 0.0)
+    else:
+        wsets = [np.asarray(wt, dtype=np.float64) for wt in weights]
+        if len(wsets) != len(sets) or any(wt.shape != (n,) for wt, n in zip(wsets, counts)):
+            raise ValueError("weights must give one value per point of every set")
+        a = np.zeros((len(sets), n_max))
+        for row, wt in zip(a, wsets):
+            row[: len(wt)] = wt
+    return sets, counts, dims.pop(), a
+
+
+def _padded(sets, rows: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """Points of the models ``rows`` as float64 (len(rows), n, F), zero rows as padding."""
+    if isinstance(sets, np.ndarray):
+        return np.asarray(sets[rows], dtype=np.float64)
+    out = np.zeros((len(rows), n, dim))
+    for i, r in enumerate(rows):
+        out[i, : len(sets[r])] = sets[r]
+    return out
+
+
+def reduce_sets(
+    point_sets: np.ndarray | Sequence[np.ndarray],
+    size: int,
+    gamma: float,
+    seed: int = 0,
+    weights: np.ndarray | Sequence[np.ndarray] | None = None,
+    rounds: int = 30,
+    tol: float = 1e-12,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced sets of M models at once: ``point_sets`` (M, N, F) or a list of (N_m, F) arrays,
+    ``weights`` (M, N) / a list of (N_m,) target weights (default uniform).
+
+    Returns ``c`` (M, S, F) float64 and ``b`` (M, S) simplex weights with ``S = min(size, max N_m)``;
+    a model with ``N_m <= size`` gets its own points and weights, rows past a model's set are zero
+    points of weight 0. Model m's result is :func:`reduce_set` of its points alone.
+    """
+    if size < 1:
+        raise ValueError(f"reduced set size must be >= 1, got {size}")
+    sets, counts, dim, a = _as_sets(point_sets, weights)
+    n_max = a.shape[1]
+    out_size = min(size, n_max)
+    c = np.zeros((len(sets), out_size, dim))
+    b = np.zeros((len(sets), out_size))
+    exact = np.flatnonzero(counts <= size)
+    b[exact] = a[exact, :out_size]
+    exact_chunk = max(1, _DATA_CHUNK_BYTES // (8 * n_max * dim))
+    for lo in range(0, len(exact), exact_chunk):
+        rows = exact[lo : lo + exact_chunk]
+        c[rows] = _padded(sets, rows, out_size, dim)
+    for n in np.unique(counts[counts > size]):  # equal N in a batch: no padding in the iteration
+        group = np.flatnonzero(counts == n)
+        start = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+        data_chunk = max(1, _DATA_CHUNK_BYTES // (8 * n * dim))
+        for lo in range(0, len(group), _OPT_CHUNK):
+            rows = group[lo : lo + _OPT_CHUNK]
+            g = np.empty((len(rows), n, n))
+            for d0 in range(0, len(rows), data_chunk):
+                x = _padded(sets, rows[d0 : d0 + data_chunk], n, dim)
+                g[d0 : d0 + len(x)] = x @ x.transpose(0, 2, 1)
+            w = np.zeros((len(rows), size, n))
+            w[:, np.arange(size), start] = 1.0
+            b[rows] = _optimise(g, a[rows, :n], w, float(gamma), rounds, tol)
+            for d0 in range(0, len(rows), data_chunk):
+                part = rows[d0 : d0 + data_chunk]
+                c[part] = w[d0 : d0 + len(part)] @ _padded(sets, part, n, dim)
+    return c, b
 
 
 def reduce_set(
@@ -76,38 +270,5 @@ def reduce_set(
     """Reduced set ``(c, b)`` of ``size`` points (float64, ``size x D``) and simplex weights
     approximating the embedding of ``points`` (weights ``weights``, default uniform)."""
     x = np.asarray(points, dtype=np.float64)
-    n = x.shape[0]
-    if size < 1:
-        raise ValueError(f"reduced set size must be >= 1, got {size}")
-    a = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
-    if size >= n:
-        return x.copy(), a.copy()
-    rng = np.random.default_rng(seed)
-    c = x[np.sort(rng.choice(n, size=size, replace=False))].copy()
-    b = np.full(size, 1.0 / size)
-    kxx_term = float(a @ rbf_kernel(x, x, gamma) @ a)
-    value = _objective(c, b, x, a, gamma, kxx_term)
-    step = 1.0 / (4.0 * gamma)
-    for _ in range(rounds):
-        start_value = value
-        b = simplex_qp(rbf_kernel(c, c, gamma), rbf_kernel(c, x, gamma) @ a, b)
-        value = _objective(c, b, x, a, gamma, kxx_term)
-        for _ in range(10):
-            grad = _point_gradient(c, b, x, a, gamma)
-            gnorm2 = float((grad * grad).sum())
-            if gnorm2 < 1e-30:
-                break
-            step *= 1.5
-            for _ in range(40):
-                trial = c - step * grad
-                trial_value = _objective(trial, b, x, a, gamma, kxx_term)
-                if trial_value <= value - 0.5 * step * gnorm2:
-                    c, value = trial, trial_value
-                    break
-                step *= 0.5
-            else:
-                break
-        if start_value - value <= tol * max(abs(start_value), 1e-300):
-            break
-    b = simplex_qp(rbf_kernel(c, c, gamma), rbf_kernel(c, x, gamma) @ a, b)
-    return c, b
+    c, b = reduce_sets(x[None], size, gamma, seed, None if weights is None else [weights], rounds, tol)
+    return c[0], b[0]
