@@ -23,7 +23,10 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gmi-desktop", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gmi-desktop",
+        description="Find which of your local Stable Diffusion checkpoints can make images like a reference image.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
