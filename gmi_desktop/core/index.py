@@ -29,6 +29,7 @@ first use and cached; their self terms ``b'K b`` are precomputed.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ from .scores import (
     score_download,
 )
 from .spec import Requirement, Specification
+
+# Below this size of the stored image features the streaming product stays on ``blas_threads``.
+STREAM_MIN_BYTES = 32 * 1024 * 1024
 
 METHODS = ("proposal", "rkme_clip", "rkme_concat", "rkme_basic", "download")
 
@@ -103,7 +107,10 @@ class SpecIndex:
     reduced-set size (``None``: every image, weight 1/N); ``seed`` makes the reduced sets
     deterministic. Scores equal the per-spec functions of :mod:`gmi_desktop.core.scores` up to
     float32 rounding. Queries run with ``blas_threads`` BLAS threads (see :mod:`.blas`; ``None``
-    leaves numpy's setting alone).
+    leaves numpy's setting alone), except the one product that streams every stored image feature
+    (``Z @ z``, bound by memory bandwidth): when ``Z`` is larger than :data:`STREAM_MIN_BYTES` it
+    runs on ``stream_threads`` threads (default: every core), since one core cannot saturate the
+    memory bus (measured here: 14.6 GB/s on one thread, 28.8 GB/s on two, M = 1 000).
     """
 
     def __init__(
@@ -114,6 +121,7 @@ class SpecIndex:
         seed: int = 0,
         pixel_gamma: float | None = None,
         blas_threads: int | None = 1,
+        stream_threads: int | None = None,
     ):
         specs = list(specs)
         if not specs:
@@ -135,6 +143,7 @@ class SpecIndex:
         self.seed = int(seed)
         self.pixel_gamma = pixel_gamma
         self.blas_threads = blas_threads
+        self.stream_threads = stream_threads if stream_threads is not None else (os.cpu_count() or 1)
         self.model_ids: tuple[str, ...] = tuple(ids)
         self.dim = dims.pop()
         self.prompt_dim = tdims.pop()
@@ -243,7 +252,9 @@ class SpecIndex:
             raise RequirementError(None, f"query image features have {xq.shape[1]} dims, the index {self.dim}")
         xq_sq = np.einsum("ij,ij->i", xq, xq)
         # one column: a matrix-vector product (gemv) streams Z at full speed; gemm is ~2x slower
-        kern = (self._z @ xq[0])[:, None] if len(xq) == 1 else self._z @ xq.T
+        threads = self.stream_threads if self._z.nbytes >= STREAM_MIN_BYTES else self.blas_threads
+        with blas_threads(threads):
+            kern = (self._z @ xq[0])[:, None] if len(xq) == 1 else self._z @ xq.T
         kern *= -2.0
         kern += self._z_sq[:, None]
         kern += xq_sq[None, :]
