@@ -38,12 +38,11 @@ from gmi_desktop.core.errors import (
     UserInputError,
 )
 from gmi_desktop.store.classify import classify_tensors
-from gmi_desktop.store.safetensors_header import Header, HeaderError, parse_header
+from gmi_desktop.store.safetensors_header import MAX_HEADER_BYTES, Header, HeaderError, parse_header
 
 STATUSES = ("ok", "not_checkpoint", "unsupported", "invalid", "incomplete", "unreadable")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 PICKLE_ADVICE = "pickle files can run code; convert to .safetensors"
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 

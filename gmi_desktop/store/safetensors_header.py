@@ -28,6 +28,7 @@ DTYPE_BITS = {
 }
 _WHOLE_BYTES = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}
 MAX_REPORTED = 3  # problems named in one reason before "and N more"
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # as the safetensors library: a longer header is refused unread
 
 Table = dict[str, tuple[str, tuple[int, ...]]]
 
