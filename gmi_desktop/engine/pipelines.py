@@ -20,7 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gmi_desktop.core.errors import CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint, UserInputError
+from gmi_desktop.core.errors import (
+    CorruptCheckpoint, IncompleteFile, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
+)
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
 from gmi_desktop.store.classify import (
     FAMILY_NAMES, FIRST_CONV, TE_SD, TE_SDXL, UNET, Shapes, classify_tensors, context_widths,
@@ -53,6 +55,9 @@ def read_safetensors_header(path: Path) -> Shapes:
         error = result.error() or CorruptCheckpoint(path, "not a safetensors file")
         if result.status == "invalid" and not result.tensor_count:
             error = CorruptCheckpoint(path, f"not a safetensors file ({result.reason})")
+        elif result.status == "incomplete":
+            error = IncompleteFile(path, result.reason, "wait until the copy or download finishes; "
+                                                        "if the file stays this size, re-download it")
         elif result.status == "unreadable":
             error = UserInputError(path, f"cannot read the file: {result.reason}")
         raise error
