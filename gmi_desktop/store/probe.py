@@ -7,6 +7,8 @@ open descriptor (the path may be swapped in between), then reads the 8-byte head
 JSON header with plain reads -- never mmap, never a tensor byte. The whole tensor table is
 validated the way the safetensors library does (contiguous offsets, sizes matching shape and
 dtype, string-only metadata), and classified by :mod:`gmi_desktop.store.classify`.
+:func:`probe_header` is the same probe handing out the validated header too: the checkpoint loader
+of the engine uses it, so the application has one safetensors header parser.
 
 Statuses:
 
