@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from gmi_desktop.cli.main import main
+from gmi_desktop.cli.progress import CLEAR_TO_END, ScanProgress, bytes_of, human_bytes, human_duration
+from gmi_desktop.services.library import ScanEvent
 from tests.support.library_files import write_checkpoint, write_lora
 
 
@@ -41,7 +45,9 @@ def test_table_output(ui_root, capsys):
         f"big_inpaint  SDXL inpaint  {big}  ok",
     ]
     assert "4 files: 4 new or changed, 0 unchanged, 2 hashed, 0 gone, 0 problems" in err
-    assert "hashing 2/2" in err
+    progress = [line for line in err.splitlines() if line.split(" ")[0] in {"listing", "probing", "hashing"}]
+    assert [line.split("  ")[0] for line in progress] == ["listing 4 files found", "probing 4/4", "hashing 2/2"]
+    assert "\r" not in err and CLEAR_TO_END not in err  # captured stderr is no terminal
 
 
 def test_json_output_and_duplicates(ui_root, capsys):
@@ -93,3 +99,96 @@ def test_problems_go_to_stderr_and_the_scan_still_succeeds(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert f"problem: {folder / 'loop'}: symlink loop back to {folder}" in err
     assert out.splitlines()[1].startswith("fine  SD 2.x")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+GB = 1_000_000_000
+
+
+def _hashing_events(clock, files, rate, step):
+    """Hash ``files`` [(name, size)] at ``rate`` bytes/s with an event every ``step`` bytes."""
+    for index, (name, size) in enumerate(files):
+        yield ScanEvent("hashing", index, len(files), Path(name), 0, size)
+        for done in range(step, size + 1, step):
+            clock.now += step / rate
+            yield ScanEvent("hashing", index, len(files), Path(name), done, size)
+        clock.now += (size % step) / rate
+    yield ScanEvent("hashing", len(files), len(files))
+
+
+def test_plain_progress_is_throttled_per_phase_and_ends_with_each_phase_s_counts():
+    clock, out = FakeClock(), io.StringIO()
+    progress = ScanProgress(out, clock=clock, every_s=5.0)
+    assert not progress.tty
+    events = [ScanEvent("listing", n, 0) for n in range(1, 301)] + [ScanEvent("listing", 300, 300)]
+    events += [ScanEvent("probing", n, 300, Path(f"m{n}.safetensors")) for n in range(1, 301)]
+    for event in events:
+        clock.now += 0.05  # 15 s of listing and 15 s of probing
+        progress(event)
+    for event in _hashing_events(clock, [("a.safetensors", 2 * GB), ("b.safetensors", GB)], 100e6, 64 * 2**20):
+        progress(event)  # 30 s, ~45 events
+    progress.close()
+    lines = out.getvalue().splitlines()
+    by_phase = {phase: [line for line in lines if line.startswith(phase + " ")]
+                for phase in ("listing", "probing", "hashing")}
+    assert sum(map(len, by_phase.values())) == len(lines)  # every line names its phase
+    assert len(by_phase["listing"]) <= 4 and by_phase["listing"][-1] == "listing 300 files found"
+    assert len(by_phase["probing"]) <= 4 and by_phase["probing"][-1] == "probing 300/300"
+    assert len(by_phase["hashing"]) <= 7  # 30 s / 5 s + the final counts, not one per event
+    assert by_phase["hashing"][-1] == "hashing 2/2  3.0 GB in 30 s  100 MB/s"
+    middle = by_phase["hashing"][0]
+    assert middle.startswith("hashing 1/2  a.safetensors  0.5/2.0 GB  100 MB/s  ETA 15 s"), middle
+    assert "\r" not in out.getvalue()
+
+
+def test_terminal_progress_is_one_line_with_size_rate_and_eta():
+    clock, out = FakeClock(), Terminal()
+    progress = ScanProgress(out, clock=clock, width=100)
+    size = int(6.9 * GB)
+    progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), 0, size))
+    for done in range(64 * 10**6, int(3.1 * GB), 64 * 10**6):
+        clock.now = done / 840e6
+        progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), done, size))
+    clock.now = 3.1 * GB / 840e6
+    progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), int(3.1 * GB), size))
+    text = out.getvalue()
+    assert "\n" not in text  # rewritten in place until the end
+    frames = text.split("\r")[1:]
+    assert len(frames) <= 3.7 / 0.1 + 2  # redraws are throttled, not one per event (48 events)
+    assert all(frame.endswith(CLEAR_TO_END) for frame in frames)
+    assert frames[-1] == "hashing 1/2  realistic-sdxl.safetensors  3.1/6.9 GB  840 MB/s  ETA 5 s" + CLEAR_TO_END
+    progress.close()
+    assert out.getvalue() == text + "\n"
+    progress.close()  # idempotent: one final newline
+    assert out.getvalue().count("\n") == 1
+
+
+def test_terminal_line_fits_a_narrow_terminal_by_shortening_the_name():
+    clock, out = FakeClock(), Terminal()
+    progress = ScanProgress(out, clock=clock, width=60)
+    clock.now = 1.0
+    name = "an-extremely-long-checkpoint-name-from-civitai-v3-final-pruned.safetensors"
+    progress(ScanEvent("hashing", 0, 1, Path(name), 0, 2 * GB))
+    line = out.getvalue().split("\r")[-1].removesuffix(CLEAR_TO_END)
+    assert len(line) <= 59 and "…" in line and line.endswith("  0.0/2.0 GB")
+    assert line.startswith("hashing 1/1  an-extremely") and ".safetensors  0.0/2.0 GB" in line
+
+
+def test_human_units():
+    assert [human_bytes(n) for n in (12, 999_999, 840e6, 6.9e9, 123e9)] == [
+        "12 B", "1.0 MB", "840 MB", "6.9 GB", "123 GB"]
+    assert bytes_of(3.1e9, 6.9e9) == "3.1/6.9 GB" and bytes_of(5, 12) == "5/12 B"
+    assert [human_duration(s) for s in (0.4, 4.5, 59.6, 200, 3900)] == ["0 s", "4 s", "1 min 00 s", "3 min 20 s",
+                                                                      "1 h 05 min"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gmi_desktop.core.errors import Cancelled, CorruptCheckpoint, NotACheckpoint, OutOfMemory, SettingsError
-from gmi_desktop.core.errors import UnsupportedCheckpoint
+from gmi_desktop.core.errors import IncompleteFile, UnsupportedCheckpoint
 from gmi_desktop.engine.device import DeviceChoice
 from gmi_desktop.engine.generation import (
     FALLBACKS,
@@ -231,16 +231,26 @@ def test_broken_files_give_typed_errors(checkpoints, tmp_path):
 
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(ck.path.read_bytes()[: ck.path.stat().st_size // 2])
-    with pytest.raises(CorruptCheckpoint, match="truncated"):
+    with pytest.raises(CorruptCheckpoint, match="truncated") as info:
         load(truncated)
+    assert isinstance(info.value, IncompleteFile)  # may still be copying: the hint says wait
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(CorruptCheckpoint, match="not a safetensors"):
+    with pytest.raises(CorruptCheckpoint, match=r"not a safetensors file \(header length \d+ exceeds"):
         load(garbage)
+    gap = tmp_path / "gap.safetensors"
+    _write_header_only(gap, {"model.diffusion_model.a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}},
+                       b"\0" * 8)
+    with pytest.raises(CorruptCheckpoint, match="'model.diffusion_model.a'.*gap of 4 bytes"):
+        load(gap)
+    disguised = tmp_path / "disguised.safetensors"
+    disguised.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(UnsupportedCheckpoint, match="zip archive"):
+        load(disguised)
     lora = tmp_path / "lora.safetensors"
     _write_header_only(lora, {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight":
                               {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
-    with pytest.raises(NotACheckpoint, match="no Stable Diffusion UNet"):
+    with pytest.raises(NotACheckpoint, match="no Stable Diffusion UNet in this file: LoRA"):
         load(lora)
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"\x80\x04")

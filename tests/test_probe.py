@@ -394,3 +394,23 @@ def test_other_files_are_not_checkpoints_whatever_their_first_bytes(tmp_path):
     _expect(probe(notes), "not_checkpoint", "not a safetensors file (header is not valid JSON")
     unnamed = write_safetensors_header(tmp_path / "model", small_checkpoint("sd1"))
     assert probe(unnamed).ok  # content decides, not the suffix
+
+
+def test_probe_header_hands_out_the_validated_table_only_when_the_header_is_sound(tmp_path):
+    from gmi_desktop.store.probe import probe_header
+
+    layout = small_checkpoint("sdxl")
+    path = write_safetensors_header(tmp_path / "m.safetensors", layout, metadata={"k": "v"})
+    result, header = probe_header(path)
+    assert result == probe(path) and result.ok and result.family == "sdxl"
+    assert header.tensors == {name: (dtype, tuple(shape)) for name, (dtype, shape) in layout.items()}
+    assert header.metadata == {"k": "v"} and header.data_len == path.stat().st_size - result.header_len
+    with safe_open(str(path), "np") as fh:
+        assert set(fh.keys()) == set(header.tensors)
+    lora = write_safetensors_header(tmp_path / "l.safetensors", {"lora_unet_x.lora_down.weight": ("F16", (4, 8))})
+    result, header = probe_header(lora)
+    assert result.kind == "lora" and list(header.tensors) == ["lora_unet_x.lora_down.weight"]
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: probe(path).header_len + 10])
+    assert probe_header(cut)[0].status == "incomplete" and probe_header(cut)[1] is None
+    assert probe_header(tmp_path)[1] is None and probe_header(tmp_path / "missing")[1] is None

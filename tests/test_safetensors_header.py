@@ -149,3 +149,69 @@ def test_verdict_agrees_with_the_safetensors_library(tmp_path, seed):
         path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * data_len)
         ours = _verdict(lambda: parse_header(raw, data_len))
         assert (ours[0] == "ok") == _library_verdict(path), (entries, data_len, ours)
+
+
+def _sd_like_header(n: int = 50) -> bytes:
+    entries, begin = {}, 0
+    for i in range(n):
+        entries[f"model.diffusion_model.block.{i}.weight"] = {"dtype": "F16", "shape": [4, 8],
+                                                              "data_offsets": [begin, begin + 64]}
+        begin += 64
+    return json.dumps(entries).encode(), begin
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_parsing_pauses_the_collector_and_restores_its_state_even_on_error(enabled, monkeypatch):
+    import gc
+
+    import gmi_desktop.store.safetensors_header as module
+
+    seen = []
+    real = module._decode
+    monkeypatch.setattr(module, "_decode", lambda raw: seen.append(gc.isenabled()) or real(raw))
+    raw, data_len = _sd_like_header()
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(parse_header(raw, data_len).tensors) == 50
+        with pytest.raises(HeaderError, match="truncated"):
+            parse_header(raw, data_len - 1)
+        with pytest.raises(HeaderError, match="not valid JSON"):
+            parse_header(raw[:-1], data_len)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False, False]
+
+
+def test_the_collector_stays_paused_until_the_last_concurrent_parse_ends(monkeypatch):
+    import gc
+    import threading
+
+    import gmi_desktop.store.safetensors_header as module
+
+    raw, data_len = _sd_like_header()
+    inside, release = threading.Event(), threading.Event()
+    real, seen = module._decode, []
+
+    def decode(data):
+        if threading.current_thread() is threading.main_thread():
+            release.set()  # the other parse, which began first, now ends while this one runs
+            other.join(10)
+            seen.append(gc.isenabled())  # a plain save/restore would have switched it back on
+        else:
+            inside.set()
+            release.wait(10)
+        return real(data)
+
+    monkeypatch.setattr(module, "_decode", decode)
+    assert gc.isenabled()
+    other = threading.Thread(target=parse_header, args=(raw, data_len))
+    other.start()
+    try:
+        assert inside.wait(10)
+        parse_header(raw, data_len)
+    finally:
+        release.set()
+        other.join()
+    assert seen == [False] and gc.isenabled()

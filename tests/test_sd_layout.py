@@ -209,7 +209,7 @@ def test_sparse_full_size_file_is_a_valid_safetensors_of_the_real_size(tmp_path)
 
 
 def _header(family, variant="normal"):
-    return {k: {"dtype": dt, "shape": list(shape)} for k, (shape, dt) in original_layout_shapes(family, variant).items()}
+    return {k: (dt, tuple(shape)) for k, (shape, dt) in original_layout_shapes(family, variant).items()}
 
 
 @pytest.mark.parametrize("family,variant", [k for k in KINDS if k[1] != "depth"])

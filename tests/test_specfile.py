@@ -262,3 +262,21 @@ def test_store_index_scores_all_models_in_one_pass(tmp_path):
     np.testing.assert_allclose(loaded_scores, direct, rtol=1e-5)
     with pytest.raises(SpecFormatError):
         SpecStore.open(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path).index()
+
+
+def test_header_damage_is_named_by_the_shared_header_validation(tmp_path):
+    path = save_spec(make_spec(1), tmp_path / "s.safetensors")
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    begin, end = header[name]["data_offsets"]
+    header[name]["data_offsets"] = [begin, end + 4]  # span no longer matches shape and dtype
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length:])
+    _assert_bad(path, f"not a valid safetensors file: tensor {name!r}: shape")
+    header[name]["data_offsets"] = [begin, end]
+    header["__metadata__"]["gmi.popularity"] = 3
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length:])
+    _assert_bad(path, "__metadata__ has non-string values: 'gmi.popularity' (number)")

@@ -11,14 +11,14 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.services.library import Library, ScanEvent, ScanSummary, run
+from gmi_desktop.cli.progress import ScanProgress
+from gmi_desktop.services.library import Library, ScanSummary, run
 from gmi_desktop.store.catalog import Catalog, FileRecord
+from gmi_desktop.store.classify import FAMILY_NAMES
 from gmi_desktop.store.settings import load_settings
 
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
 NAME_WIDTH = 48
 
 
@@ -31,23 +31,6 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-hash", action="store_true", help="list and classify only; hash later")
     parser.set_defaults(func=main)
-
-
-class _Progress:
-    """Progress lines on stderr, at most one per phase every half second."""
-
-    def __init__(self, every_s: float = 0.5):
-        self.every_s = every_s
-        self.last: tuple[str, float] = ("", 0.0)
-
-    def __call__(self, event: ScanEvent) -> None:
-        now = time.monotonic()
-        final = event.total and event.done == event.total
-        if event.phase == self.last[0] and now - self.last[1] < self.every_s and not final:
-            return
-        self.last = (event.phase, now)
-        count = f"{event.done}/{event.total}" if event.total else str(event.done)
-        print(f"{event.phase} {count}", file=sys.stderr, flush=True)
 
 
 def status_text(record: FileRecord, duplicates: dict[str, int]) -> str:
@@ -118,7 +101,11 @@ def main(args: argparse.Namespace) -> int:
             roots = catalog.roots()
         if not roots:
             raise UserInputError(None, "no library folders yet", "run: gmi-desktop scan FOLDER")
-        summary = run(library.scan(roots, hashing=not args.no_hash), _Progress())
+        progress = ScanProgress(sys.stderr)
+        try:
+            summary = run(library.scan(roots, hashing=not args.no_hash), progress)
+        finally:
+            progress.close()
         root_ids = {r.id for r in roots}
         records = [r for r in catalog.files() if r.root_id in root_ids]
         duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}

@@ -60,8 +60,10 @@ class CorruptCheckpoint(UserInputError):
     default_hint = "re-download or re-copy the file"
 
 
-class IncompleteFile(UserInputError):
-    """The file is still being written (size or mtime changing); try again when it is stable."""
+class IncompleteFile(CorruptCheckpoint):
+    """The file is still being written (size or mtime changing, or shorter than its header
+    declares); try again when it is stable. A :class:`CorruptCheckpoint` to whoever only needs to
+    know the file cannot be loaded now."""
 
     default_hint = "wait until the copy or download finishes"
 

@@ -17,78 +17,78 @@ from __future__ import annotations
 
 import functools
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
-from gmi_desktop.core.errors import CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint, UserInputError
+from gmi_desktop.core.errors import (
+    CorruptCheckpoint, IncompleteFile, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
+)
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
+from gmi_desktop.store.classify import (
+    FAMILY_NAMES, FIRST_CONV, TE_SD, TE_SDXL, UNET, Shapes, classify_tensors, context_widths,
+)
+from gmi_desktop.store.probe import probe_header
 
-UNET = "model.diffusion_model."
 TEXT_KEYS = {  # one tensor every checkpoint of the family has, per text tower
-    "sd1": ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",),
-    "sd2": ("cond_stage_model.model.token_embedding.weight",),
-    "sdxl": ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
-             "conditioner.embedders.1.model.token_embedding.weight"),
-    "sdxl_refiner": ("conditioner.embedders.0.model.token_embedding.weight",),
+    "sd1": (TE_SD + "transformer.text_model.embeddings.token_embedding.weight",),
+    "sd2": (TE_SD + "model.token_embedding.weight",),
+    "sdxl": (TE_SDXL + "0.transformer.text_model.embeddings.token_embedding.weight",
+             TE_SDXL + "1.model.token_embedding.weight"),
+    "sdxl_refiner": (TE_SDXL + "0.model.token_embedding.weight",),
 }
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
 PIPELINE_CLASSES = {
     "StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionXLPipeline",
     "StableDiffusionXLInpaintPipeline", "StableDiffusionXLImg2ImgPipeline",
 }
-_MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The tensor table of a safetensors file; CorruptCheckpoint if it is not one or is truncated."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise CorruptCheckpoint(path, "file is too short to be a safetensors checkpoint")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(_MAX_HEADER, size - 8):
-            raise CorruptCheckpoint(path, "not a safetensors file (invalid header length)")
-        raw = fh.read(length)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CorruptCheckpoint(path, "not a safetensors file (header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise CorruptCheckpoint(path, "not a safetensors file (header is not a table)")
-    header.pop("__metadata__", None)
-    data_size = size - 8 - length
-    end = 0
-    for name, entry in header.items():
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and "shape" in entry):
-            raise CorruptCheckpoint(path, f"bad header entry for tensor {name!r}")
-        end = max(end, int(offsets[1]))
-    if end > data_size:
-        raise CorruptCheckpoint(path, f"truncated: the header needs {end} bytes of tensor data, the file has {data_size}")
-    return header
+def read_safetensors_header(path: Path) -> Shapes:
+    """The tensor table (``name -> (dtype, shape)``) of a safetensors file, validated by the store's
+    header probe as strictly as the safetensors library would; a typed error when it is not usable.
+
+    :class:`IncompleteFile` (a :class:`CorruptCheckpoint`) for a file shorter than its header
+    declares, :class:`CorruptCheckpoint` for a damaged or foreign file, :class:`UnsupportedCheckpoint`
+    for a pickle or GGUF file wearing a ``.safetensors`` name.
+    """
+    result, header = probe_header(path)
+    if header is None:
+        error = result.error() or CorruptCheckpoint(path, "not a safetensors file")
+        if result.status == "invalid" and not result.tensor_count:
+            error = CorruptCheckpoint(path, f"not a safetensors file ({result.reason})")
+        elif result.status == "incomplete":
+            error = IncompleteFile(path, result.reason, "wait until the copy or download finishes; "
+                                                        "if the file stays this size, re-download it")
+        elif result.status == "unreadable":
+            error = UserInputError(path, f"cannot read the file: {result.reason}")
+        raise error
+    if header.problems:
+        raise CorruptCheckpoint(path, "; ".join(header.problems))
+    return header.tensors
 
 
-def check_family(path: Path, header: dict[str, Any], family: str, unet_config: dict[str, Any]) -> None:
-    """Raise a typed error unless ``header`` is a ``family`` checkpoint whose UNet matches ``unet_config``."""
-    if not any(key.startswith(UNET) for key in header):
-        raise NotACheckpoint(path, "no Stable Diffusion UNet in this file (a LoRA, VAE, embedding or other model?)",
+def check_family(path: Path, tensors: Shapes, family: str, unet_config: dict[str, Any]) -> None:
+    """Raise a typed error unless ``tensors`` (``name -> (dtype, shape)``) is a ``family`` checkpoint
+    whose UNet matches ``unet_config``: the config actually loaded, full-size or tiny, so the widths
+    are compared with it rather than with the full-size families :mod:`~gmi_desktop.store.classify`
+    knows."""
+    if not any(key.startswith(UNET) for key in tensors):
+        verdict = classify_tensors(tensors)
+        what = f": {verdict.reason}" if verdict.kind not in (None, "unknown") else ""
+        raise NotACheckpoint(path, f"no Stable Diffusion UNet in this file{what}",
                              "pick a full Stable Diffusion checkpoint")
     name = FAMILY_NAMES[family]
-    missing = [key for key in TEXT_KEYS[family] if key not in header]
+    missing = [key for key in TEXT_KEYS[family] if key not in tensors]
     if missing:
-        others = [FAMILY_NAMES[f] for f, keys in TEXT_KEYS.items() if all(k in header for k in keys)]
+        others = [FAMILY_NAMES[f] for f, keys in TEXT_KEYS.items() if all(k in tensors for k in keys)]
         looks = f"looks like {others[0]}, " if others else ""
         raise UnsupportedCheckpoint(path, f"not an {name} checkpoint ({looks}text encoder tensor {missing[0]} is missing)")
-    conv_in = header.get(UNET + "input_blocks.0.0.weight", {}).get("shape")
+    conv_in = tensors.get(FIRST_CONV, (None, ()))[1]
     want_in = unet_config["in_channels"]
-    if not conv_in or conv_in[1] != want_in:
-        raise UnsupportedCheckpoint(path, f"UNet takes {conv_in[1] if conv_in else '?'} input channels, "
+    if len(conv_in) != 4 or conv_in[1] != want_in:
+        raise UnsupportedCheckpoint(path, f"UNet takes {conv_in[1] if len(conv_in) > 1 else '?'} input channels, "
                                           f"the {name} config expects {want_in}")
-    widths = {tuple(entry["shape"])[1] for key, entry in header.items()
-              if key.startswith(UNET) and key.endswith("attn2.to_k.weight")}
-    if widths != {unet_config["cross_attention_dim"]}:
+    widths = context_widths(tensors)
+    if set(widths) != {unet_config["cross_attention_dim"]}:
         raise UnsupportedCheckpoint(path, f"cross-attention width {sorted(widths)} does not match {name} "
                                           f"({unet_config['cross_attention_dim']})")
 
@@ -165,11 +165,7 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     folder = Path(config_dir) if config_dir is not None else shipped_config_dir(family, variant, prediction_type)
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    try:
-        header = read_safetensors_header(path)
-    except OSError as exc:
-        raise UserInputError(path, f"cannot read the file: {exc.strerror or exc}") from None
-    check_family(path, header, family, unet_config)
+    check_family(path, read_safetensors_header(path), family, unet_config)
     cls = _pipeline_class(index["_class_name"], folder)
     try:
         pipe = cls.from_single_file(

@@ -51,7 +51,7 @@ STATUS_OF_PROBE = {"ok": "ok", "not_checkpoint": "skipped", "unsupported": "unsu
 UNREADABLE_PREFIX = "unreadable: "  # re-probed on every scan (a chmod does not change the stat key)
 BATCH = 256
 CHANGED_SINCE_SCAN = "changed since it was scanned (still being written?); the next scan reads it again"
-HASH_EVENT_BYTES = 256 * 1024 * 1024  # a hashing event (pause/cancel point) at least this often
+HASH_EVENT_BYTES = 64 * 1024 * 1024  # a hashing event (progress, pause/cancel point) at least this often
 T = TypeVar("T")
 
 
@@ -63,8 +63,8 @@ class ScanEvent:
     done: int
     total: int
     path: Path | None = None
-    bytes_done: int = 0  # hashing: progress inside the current file
-    bytes_total: int = 0
+    bytes_done: int = 0  # hashing: bytes of the current file read so far
+    bytes_total: int = 0  # hashing: size of the current file (already on the event that starts it)
 
 
 @dataclass
@@ -282,7 +282,7 @@ class Library:
         done_by_key: dict = {}  # hard links: one inode hashed once
         for index, record in enumerate(pending):
             _check(cancel)
-            yield ScanEvent("hashing", index, len(pending), record.path)
+            yield ScanEvent("hashing", index, len(pending), record.path, 0, record.size)
             try:
                 if stat_key(os.stat(record.path)) != record.key:
                     self.catalog.set_status(record.id, "incomplete", CHANGED_SINCE_SCAN)

@@ -145,6 +145,11 @@ def _names_ending(names: _Names, suffix: str) -> list[str]:
     return found
 
 
+def context_widths(table: Shapes) -> dict[int, int]:
+    """UNet cross-attention widths (``attn2.to_k`` in-features) -> how many layers have each."""
+    return _context_widths(table, _Names(table))
+
+
 def _context_widths(table: Shapes, names: _Names) -> dict[int, int]:
     widths: dict[int, int] = {}
     for name in _names_ending(names, "attn2.to_k.weight"):

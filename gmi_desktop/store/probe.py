@@ -7,6 +7,8 @@ open descriptor (the path may be swapped in between), then reads the 8-byte head
 JSON header with plain reads -- never mmap, never a tensor byte. The whole tensor table is
 validated the way the safetensors library does (contiguous offsets, sizes matching shape and
 dtype, string-only metadata), and classified by :mod:`gmi_desktop.store.classify`.
+:func:`probe_header` is the same probe handing out the validated header too: the checkpoint loader
+of the engine uses it, so the application has one safetensors header parser.
 
 Statuses:
 
@@ -38,12 +40,11 @@ from gmi_desktop.core.errors import (
     UserInputError,
 )
 from gmi_desktop.store.classify import classify_tensors
-from gmi_desktop.store.safetensors_header import HeaderError, parse_header
+from gmi_desktop.store.safetensors_header import MAX_HEADER_BYTES, Header, HeaderError, parse_header
 
 STATUSES = ("ok", "not_checkpoint", "unsupported", "invalid", "incomplete", "unreadable")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 PICKLE_ADVICE = "pickle files can run code; convert to .safetensors"
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -149,6 +150,13 @@ def _refused(path: Path, fmt: str, st: os.stat_result) -> ProbeResult:
 
 def probe(path: str | PathLike[str]) -> ProbeResult:
     """Probe one path (file or diffusers folder). Never raises for a bad or vanished file."""
+    return probe_header(path)[0]
+
+
+def probe_header(path: str | PathLike[str]) -> tuple[ProbeResult, Header | None]:
+    """:func:`probe`, plus the validated safetensors header when there is one (``None`` when the
+    header is missing or broken, and for folders). For loaders that check the tensor table against
+    the config they are about to use rather than against the full-size families."""
     path = Path(path)
     try:
         st = os.stat(path)
@@ -156,25 +164,28 @@ def probe(path: str | PathLike[str]) -> ProbeResult:
         reason = _os_error_reason(exc)
         if exc.errno == errno.ENOENT and os.path.islink(path):
             reason = "broken symlink: its target does not exist"
-        return _result(path, "unreadable", "unknown", reason)
+        return _result(path, "unreadable", "unknown", reason), None
     except ValueError as exc:  # embedded NUL and the like
-        return _result(path, "unreadable", "unknown", f"bad path: {exc}")
+        return _result(path, "unreadable", "unknown", f"bad path: {exc}"), None
     if stat.S_ISDIR(st.st_mode):
         from gmi_desktop.store.diffusers_folder import probe_diffusers_folder
 
-        return probe_diffusers_folder(path, st)
+        return probe_diffusers_folder(path, st), None
     if not stat.S_ISREG(st.st_mode):
         return _result(
             path, "not_checkpoint", "unknown", f"not a regular file: {_kind_of_mode(st.st_mode)}", st,
             kind="unknown",
-        )
+        ), None
+    parsed: list[Header] = []
     try:
-        return _probe_file(path)
+        result = _probe_file(path, parsed)
     except OSError as exc:
-        return _result(path, "unreadable", "unknown", _os_error_reason(exc), st)
+        return _result(path, "unreadable", "unknown", _os_error_reason(exc), st), None
+    return result, (parsed[0] if parsed else None)
 
 
-def _probe_file(path: Path) -> ProbeResult:
+def _probe_file(path: Path, parsed: list[Header]) -> ProbeResult:
+    """Probe a regular file; a header that parses is appended to ``parsed``."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
@@ -192,7 +203,7 @@ def _probe_file(path: Path) -> ProbeResult:
                 return _refused(path, fmt, st)
             return _result(path, "unsupported", fmt, f"unsupported: {suffix} file; {PICKLE_ADVICE}", st)
         named = suffix in SAFETENSORS_SUFFIXES
-        result = _probe_safetensors(path, fd, st, head, named)
+        result = _probe_safetensors(path, fd, st, head, named, parsed)
         if not named and result.status in {"invalid", "incomplete"} and not result.tensor_count:
             return _result(path, "not_checkpoint", "unknown", f"not a safetensors file ({result.reason})", st,
                            kind="unknown")
@@ -201,7 +212,8 @@ def _probe_file(path: Path) -> ProbeResult:
         os.close(fd)
 
 
-def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, named: bool) -> ProbeResult:
+def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, named: bool,
+                       parsed: list[Header]) -> ProbeResult:
     size = st.st_size
     fmt = "safetensors" if named else "unknown"
     bad = "invalid" if named else "not_checkpoint"
@@ -252,6 +264,7 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
             metadata=exc.metadata, tensor_count=exc.tensor_count,
             family=seen and seen.family, variant=seen and seen.variant, kind=seen and seen.kind,
         )
+    parsed.append(header)
     verdict = classify_tensors(header.tensors, header.metadata)
     status, reason = verdict.status, verdict.reason
     if header.problems and status in {"ok", "not_checkpoint"}:

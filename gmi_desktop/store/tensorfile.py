@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from gmi_desktop.core.errors import UserInputError
+from gmi_desktop.store.safetensors_header import MAX_HEADER_BYTES, HeaderError, parse_header
 
 DIGEST_KEY = "gmi.sha256"
-_MAX_HEADER = 100 * 1024 * 1024
 
 
 def content_digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
@@ -95,21 +95,19 @@ def read_checked(path: str | os.PathLike[str], error: type[UserInputError]) -> t
 
 
 def _header_metadata(path: Path, data: bytes, error: type[UserInputError]) -> dict[str, str]:
+    """The string metadata, after the header passed the same validation as every probed file."""
     if len(data) < 8:
         raise error(path, f"truncated: {len(data)} bytes is shorter than a safetensors header")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > min(_MAX_HEADER, len(data) - 8):
+    length = int.from_bytes(data[:8], "little")
+    if length > min(MAX_HEADER_BYTES, len(data) - 8):
         raise error(path, "not a safetensors file or truncated (header length exceeds the file)")
     try:
-        header = json.loads(data[8 : 8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(path, f"unreadable safetensors header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise error(path, "unreadable safetensors header: not a JSON object")
-    metadata = header.get("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise error(path, "safetensors metadata is not a string map")
-    return metadata
+        header = parse_header(data[8:8 + length], len(data) - 8 - length)
+    except HeaderError as exc:
+        raise error(path, f"not a valid safetensors file: {exc.reason}") from None
+    if header.problems:
+        raise error(path, "; ".join(header.problems))
+    return header.metadata
 
 
 def json_field(path: Path, metadata: dict[str, str], key: str, error: type[UserInputError]):
