@@ -25,7 +25,7 @@ from tests.support.model_headers import (
 
 FIRST_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 SUPPORTED = [
-    ("sd1", "normal"), ("sd1", "inpaint"), ("sd2", "normal"), ("sd2", "inpaint"), ("sd2", "depth"),
+    ("sd1", "normal"), ("sd1", "inpaint"), ("sd2", "normal"), ("sd2", "inpaint"),
     ("sdxl", "normal"), ("sdxl", "inpaint"), ("sdxl_refiner", "normal"),
 ]
 
@@ -62,7 +62,7 @@ def test_family_comes_from_shapes_not_from_the_file_name(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "family,variant", [("sd1", "instruct_pix2pix"), ("sd1", "depth"), ("sdxl_refiner", "inpaint")],
+    "family,variant", [("sd1", "instruct_pix2pix"), ("sd1", "depth"), ("sd2", "depth"), ("sdxl_refiner", "inpaint")],
 )
 def test_variants_the_engine_cannot_load_are_unsupported(tmp_path, family, variant):
     result = probe(write_full_checkpoint(tmp_path / "m.safetensors", family, variant))

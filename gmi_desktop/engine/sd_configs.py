@@ -17,22 +17,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gmi_desktop.core.checkpoint_kinds import GENERATION_CONFIGS
 from gmi_desktop.core.errors import UnsupportedCheckpoint
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 VARIANTS = ("normal", "inpaint", "depth")
 
 NATIVE_RESOLUTION = {"sd1": 512, "sd2": 768, "sd2_base": 512, "sdxl": 1024, "sdxl_refiner": 1024}
-
-_CONFIG_NAMES = {
-    ("sd1", "normal"): "sd1",
-    ("sd1", "inpaint"): "sd1_inpaint",
-    ("sd2", "normal"): "sd2",
-    ("sd2", "inpaint"): "sd2_inpaint",
-    ("sdxl", "normal"): "sdxl",
-    ("sdxl", "inpaint"): "sdxl_inpaint",
-    ("sdxl_refiner", "normal"): "sdxl_refiner",
-}
 
 
 def resources_dir() -> Path:
@@ -51,7 +42,7 @@ def config_name(family: str, variant: str = "normal", prediction_type: str | Non
     """Name of the shipped config folder for a checkpoint kind, or UnsupportedCheckpoint."""
     if family == "sd2" and variant == "normal" and prediction_type == "epsilon":
         return "sd2_base"
-    name = _CONFIG_NAMES.get((family, variant))
+    name = GENERATION_CONFIGS.get((family, variant))
     if name is None:
         raise UnsupportedCheckpoint(
             None,

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES, SUPPORTED, VARIANT_NAMES
+
 Shapes = Mapping[str, tuple[str, tuple[int, ...]]]
 
 UNET = "model.diffusion_model."
@@ -31,17 +33,7 @@ TE_SDXL = "conditioner.embedders."
 FIRST_CONV = UNET + "input_blocks.0.0.weight"
 
 CONTEXT_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
 IN_CHANNELS_VARIANT = {4: "normal", 9: "inpaint", 5: "depth", 8: "instruct_pix2pix"}
-VARIANT_NAMES = {"normal": "text-to-image", "inpaint": "inpainting", "depth": "depth-to-image",
-                 "instruct_pix2pix": "InstructPix2Pix"}
-# what the generation engine can load (its shipped configs); anything else is "unsupported"
-SUPPORTED = {
-    "sd1": {"normal", "inpaint"},
-    "sd2": {"normal", "inpaint", "depth"},
-    "sdxl": {"normal", "inpaint"},
-    "sdxl_refiner": {"normal"},
-}
 
 
 @dataclass(frozen=True)
