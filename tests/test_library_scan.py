@@ -18,12 +18,12 @@ from gmi_desktop.store.hashing import iter_hash_file
 from tests.support.library_files import (
     Counting,
     bump_mtime,
-    write_diffusers_folder,
     write_checkpoint,
     write_embedding,
     write_lora,
     write_vae,
 )
+from tests.support.model_headers import write_diffusers_folder
 from tests.support.privileges import run_without_permission_override
 
 

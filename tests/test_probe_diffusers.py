@@ -4,43 +4,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
-from pathlib import Path
 
 import pytest
 
 from gmi_desktop.store.probe import probe
-from tests.support.checkpoint_files import write_safetensors_header
-from tests.support.model_headers import (
-    diffusers_text_encoder_layout,
-    diffusers_unet_layout,
-    diffusers_vae_layout,
-)
-
-RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "diffusers"
-WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-           "text_encoder": "model", "text_encoder_2": "model"}
-
-
-def make_pipeline_folder(dest: Path, config_name: str, weights: bool = True) -> Path:
-    """Copy a shipped weight-free diffusers config folder and give each component sparse weights."""
-    shutil.copytree(RESOURCES / config_name, dest)
-    index = json.loads((dest / "model_index.json").read_text())
-    if not weights:
-        return dest
-    for part, stem in WEIGHTS.items():
-        if not (isinstance(index.get(part), list) and index[part][0]):
-            continue
-        config = json.loads((dest / part / "config.json").read_text())
-        if part == "unet":
-            context = config["cross_attention_dim"]
-            layout = diffusers_unet_layout(context, config["in_channels"])
-        elif part == "vae":
-            layout = diffusers_vae_layout()
-        else:
-            layout = diffusers_text_encoder_layout(config["hidden_size"])
-        write_safetensors_header(dest / part / f"{stem}.safetensors", layout)
-    return dest
+from tests.support.model_headers import write_diffusers_folder
 
 
 @pytest.mark.parametrize(
@@ -56,7 +24,7 @@ def make_pipeline_folder(dest: Path, config_name: str, weights: bool = True) -> 
     ],
 )
 def test_pipeline_folders(tmp_path, config_name, family, variant, prediction):
-    folder = make_pipeline_folder(tmp_path / "my-model", config_name)
+    folder = write_diffusers_folder(tmp_path / "my-model", config_name)
     result = probe(folder)
     assert (result.status, result.file_format, result.family, result.variant) == ("ok", "diffusers", family, variant), result.reason
     assert result.prediction == prediction
@@ -66,12 +34,12 @@ def test_pipeline_folders(tmp_path, config_name, family, variant, prediction):
 
 
 def test_folder_named_like_a_file_is_still_a_pipeline(tmp_path):
-    result = probe(make_pipeline_folder(tmp_path / "model.safetensors", "sd1"))
+    result = probe(write_diffusers_folder(tmp_path / "model.safetensors", "sd1"))
     assert result.ok and result.family == "sd1"
 
 
 def test_pickle_only_component_is_unsupported(tmp_path):
-    folder = make_pipeline_folder(tmp_path / "m", "sd1")
+    folder = write_diffusers_folder(tmp_path / "m", "sd1")
     (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     (folder / "vae" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}, protocol=4))
     result = probe(folder)
@@ -80,12 +48,12 @@ def test_pickle_only_component_is_unsupported(tmp_path):
 
 
 def test_folder_without_weights_is_incomplete(tmp_path):
-    result = probe(make_pipeline_folder(tmp_path / "m", "sdxl", weights=False))
+    result = probe(write_diffusers_folder(tmp_path / "m", "sdxl", weights=False))
     assert result.status == "incomplete" and "has no weights file" in result.reason
 
 
 def test_truncated_component_makes_the_folder_incomplete(tmp_path):
-    folder = make_pipeline_folder(tmp_path / "m", "sd2")
+    folder = write_diffusers_folder(tmp_path / "m", "sd2")
     unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
     with open(unet, "r+b") as f:
         f.truncate(unet.stat().st_size - 100)
@@ -94,7 +62,7 @@ def test_truncated_component_makes_the_folder_incomplete(tmp_path):
 
 
 def test_missing_shard(tmp_path):
-    folder = make_pipeline_folder(tmp_path / "m", "sdxl")
+    folder = write_diffusers_folder(tmp_path / "m", "sdxl")
     unet = folder / "unet"
     (unet / "diffusion_pytorch_model.safetensors").rename(unet / "diffusion_pytorch_model-00001-of-00002.safetensors")
     weight_map = {"conv_in.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
@@ -116,7 +84,7 @@ def test_missing_shard(tmp_path):
     ids=["flux", "width", "ip2p", "mixed", "no-vae"],
 )
 def test_folder_configs_that_do_not_fit(tmp_path, edit, status, needle):
-    folder = make_pipeline_folder(tmp_path / "m", "sd1")
+    folder = write_diffusers_folder(tmp_path / "m", "sd1")
     index = json.loads((folder / "model_index.json").read_text())
     unet = json.loads((folder / "unet" / "config.json").read_text())
     edit(index, unet)
@@ -128,7 +96,7 @@ def test_folder_configs_that_do_not_fit(tmp_path, edit, status, needle):
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b" " * (1024 * 1024 + 1)])
 def test_bad_model_index(tmp_path, content):
-    folder = make_pipeline_folder(tmp_path / "m", "sd1")
+    folder = write_diffusers_folder(tmp_path / "m", "sd1")
     (folder / "model_index.json").write_bytes(content)
     result = probe(folder)
     assert result.status == "invalid" and "model_index.json" in result.reason

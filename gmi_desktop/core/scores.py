@@ -83,23 +83,19 @@ def prompt_cosines(prompt_features: np.ndarray, query_prompts: np.ndarray) -> np
 
 
 def _check_dims(spec: Specification, req: Requirement, *, image: bool, prompt: bool) -> None:
-    if image:
-        if req.image_features is None:
-            raise RequirementError(None, "this method needs query image features")
-        if req.image_features.shape[1] != spec.image_features.shape[1]:
+    checks = (
+        (image, "image_features", "image features", "this method needs query image features"),
+        (prompt, "prompt_features", "prompt features", "this method needs the query's (pseudo-)prompt features"),
+    )
+    for needed, attr, label, missing in checks:
+        if not needed:
+            continue
+        query, stored = getattr(req, attr), getattr(spec, attr)
+        if query is None:
+            raise RequirementError(None, missing)
+        if query.shape[1] != stored.shape[1]:
             raise RequirementError(
-                None,
-                f"query image features have {req.image_features.shape[1]} dims, "
-                f"{spec.model_id} has {spec.image_features.shape[1]}",
-            )
-    if prompt:
-        if req.prompt_features is None:
-            raise RequirementError(None, "this method needs the query's (pseudo-)prompt features")
-        if req.prompt_features.shape[1] != spec.prompt_features.shape[1]:
-            raise RequirementError(
-                None,
-                f"query prompt features have {req.prompt_features.shape[1]} dims, "
-                f"{spec.model_id} has {spec.prompt_features.shape[1]}",
+                None, f"query {label} have {query.shape[1]} dims, {spec.model_id} has {stored.shape[1]}"
             )
 
 

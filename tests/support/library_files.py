@@ -3,10 +3,8 @@ the non-checkpoints that sit next to them, in the folder layouts of the popular 
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -87,31 +85,3 @@ class Counting:
 
     def reads(self) -> int:
         return sum(self.probes.values()) + sum(self.hashes.values()) + sum(self.sidecars.values())
-
-
-DIFFUSERS_CONFIGS = Path(__file__).resolve().parents[2] / "resources" / "diffusers"
-
-
-def write_diffusers_folder(dest: Path, config_name: str = "sd1") -> Path:
-    """A diffusers pipeline folder: the shipped weight-free configs plus sparse component weights."""
-    from tests.support.model_headers import (
-        diffusers_text_encoder_layout,
-        diffusers_unet_layout,
-        diffusers_vae_layout,
-    )
-
-    shutil.copytree(DIFFUSERS_CONFIGS / config_name, dest)
-    index = json.loads((dest / "model_index.json").read_text())
-    for part, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
-                       ("text_encoder", "model"), ("text_encoder_2", "model")):
-        if not (isinstance(index.get(part), list) and index[part][0]):
-            continue
-        config = json.loads((dest / part / "config.json").read_text())
-        if part == "unet":
-            layout = diffusers_unet_layout(config["cross_attention_dim"], config["in_channels"])
-        elif part == "vae":
-            layout = diffusers_vae_layout()
-        else:
-            layout = diffusers_text_encoder_layout(config["hidden_size"])
-        write_safetensors_header(dest / part / f"{stem}.safetensors", layout)
-    return dest

@@ -9,6 +9,10 @@ layouts come from ``tests.support.sd_layout``.
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 Layout = dict[str, tuple[str, tuple[int, ...]]]
 
 # family -> (model channels, context width, adm/label_emb input or None, text-encoder keys)
@@ -172,3 +176,30 @@ def diffusers_text_encoder_layout(width: int = 768) -> Layout:
         "text_model.encoder.layers.0.self_attn.q_proj.weight": ("F16", (width, width)),
         "text_model.final_layer_norm.weight": ("F16", (width,)),
     }
+
+
+DIFFUSERS_CONFIGS = Path(__file__).resolve().parents[2] / "resources" / "diffusers"
+DIFFUSERS_WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+                     "text_encoder": "model", "text_encoder_2": "model"}
+
+
+def write_diffusers_folder(dest: Path, config_name: str = "sd1", weights: bool = True) -> Path:
+    """A diffusers pipeline folder: a shipped weight-free config folder plus sparse component weights."""
+    from tests.support.checkpoint_files import write_safetensors_header
+
+    shutil.copytree(DIFFUSERS_CONFIGS / config_name, dest)
+    if not weights:
+        return dest
+    index = json.loads((dest / "model_index.json").read_text())
+    for part, stem in DIFFUSERS_WEIGHTS.items():
+        if not (isinstance(index.get(part), list) and index[part][0]):
+            continue
+        config = json.loads((dest / part / "config.json").read_text())
+        if part == "unet":
+            layout = diffusers_unet_layout(config["cross_attention_dim"], config["in_channels"])
+        elif part == "vae":
+            layout = diffusers_vae_layout()
+        else:
+            layout = diffusers_text_encoder_layout(config["hidden_size"])
+        write_safetensors_header(dest / part / f"{stem}.safetensors", layout)
+    return dest
