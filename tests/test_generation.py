@@ -417,3 +417,15 @@ def test_half_precision_file_loads_as_fp32_on_cpu(checkpoints, tmp_path):
         got = module.state_dict()
         assert all(torch.equal(got[k], want[k].half().float()) for k in want if want[k].is_floating_point())
     assert len(loaded.generate(PROMPTS[:1], [1])) == 1
+
+
+def test_loading_and_generating_print_nothing_to_the_console(checkpoints, capfd):
+    from diffusers.utils import logging as diffusers_logging
+
+    ck = checkpoints[("sd1", "normal")]
+    assert diffusers_logging.is_progress_bar_enabled()
+    loaded = GenerationBackend().load(ck.path, "sd1", options=FAST, config_dir=ck.config_dir)
+    loaded.generate(PROMPTS[:1], [0])
+    out, err = capfd.readouterr()
+    assert out == "" and "Loading pipeline components" not in err and "it/s" not in err
+    assert diffusers_logging.is_progress_bar_enabled()  # the global setting is restored
