@@ -205,3 +205,18 @@ def test_image_paths_are_accepted_and_checked(interrogator, image, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(NotAnImage):
         interrogator.caption(tmp_path / "bad.png")
+
+
+def test_loading_blip_prints_no_progress_bars(capfd):
+    from transformers.utils import logging as transformers_logging
+
+    from gmi_desktop.engine.device import DeviceChoice
+    from gmi_desktop.engine.interrogator import _build_caption
+    from gmi_desktop.engine.weights import ResolvedWeights
+
+    folder = tiny_assets().blip_folder
+    capfd.readouterr()
+    _build_caption(TINY_BLIP, ResolvedWeights("tiny BLIP", folder, "setting"), DeviceChoice("cpu", "float32"))
+    out, err = capfd.readouterr()
+    assert out == "" and "Loading weights" not in err and "it/s" not in err
+    assert transformers_logging.is_progress_bar_enabled()  # the global setting is restored

@@ -38,6 +38,7 @@ import numpy as np
 from gmi_desktop.core.errors import CorruptWeights, OutOfMemory, SettingsError
 from gmi_desktop.engine.clip import ClipModel
 from gmi_desktop.engine.device import DeviceChoice, choose_device
+from gmi_desktop.engine.quiet import quiet_loading
 from gmi_desktop.engine.weights import DEFAULT_BLIP, ProgressFn, ResolvedWeights, blip_repo, resolve_blip
 from gmi_desktop.store import paths
 from gmi_desktop.store.atomic import atomic_write_bytes
@@ -111,8 +112,9 @@ def _build_caption(repo_id: str, weights: ResolvedWeights, device: DeviceChoice)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     try:
-        model = BlipForConditionalGeneration.from_pretrained(weights.path, dtype=device.dtype, local_files_only=True)
-        processor = BlipProcessor.from_pretrained(weights.path, local_files_only=True)
+        with quiet_loading():
+            model = BlipForConditionalGeneration.from_pretrained(weights.path, dtype=device.dtype, local_files_only=True)
+            processor = BlipProcessor.from_pretrained(weights.path, local_files_only=True)
     except torch.cuda.OutOfMemoryError:
         raise OutOfMemory(f"loading {weights.what}", []) from None
     except Exception as exc:  # untrusted files: loaders raise anything on broken data

@@ -15,7 +15,6 @@ checker is ever loaded or downloaded.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from gmi_desktop.core.errors import (
     CorruptCheckpoint, IncompleteFile, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
 )
+from gmi_desktop.engine.quiet import quiet_loading
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
 from gmi_desktop.store.classify import (
     FAMILY_NAMES, FIRST_CONV, TE_SD, TE_SDXL, UNET, Shapes, classify_tensors, context_widths,
@@ -128,21 +128,6 @@ _LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeErr
                                                  AttributeError)
 
 
-@contextlib.contextmanager
-def _no_console_progress():
-    """Silence diffusers' "Loading pipeline components" bars: our callers report progress
-    themselves, and the CLI's stderr and the GUI's log must not fill with tqdm output."""
-    from diffusers.utils import logging as diffusers_logging
-
-    was_enabled = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            diffusers_logging.enable_progress_bar()
-
-
 def _load_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
@@ -184,7 +169,7 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     check_family(path, read_safetensors_header(path), family, unet_config)
     cls = _pipeline_class(index["_class_name"], folder)
     try:
-        with _no_console_progress():
+        with quiet_loading():
             pipe = cls.from_single_file(
                 str(path), config=str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype),
                 **_tokenizers_for(index, family), **_no_safety_checker(cls),
@@ -212,7 +197,7 @@ def load_diffusers_folder(folder: Path, family: str | None = None, *, dtype: Any
     family = family or ("sdxl" if "XL" in cls.__name__ else "sd1")
     extra = {slot: tok for slot, tok in _tokenizers_for(index, family).items() if not (folder / slot).is_dir()}
     try:
-        with _no_console_progress():
+        with quiet_loading():
             pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype), **extra,
                                        **_no_safety_checker(cls))
     except _load_errors() as exc:
