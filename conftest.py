@@ -73,3 +73,24 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     for key in [k for k in os.environ if k.startswith("GMI_") and k not in {"GMI_DATA_DIR", "GMI_CONFIG_DIR", "GMI_CACHE_DIR"}]:
         monkeypatch.delenv(key, raising=False)
     yield base
+
+
+# process-wide helper threads libraries start once and keep (tqdm's monitor, started by
+# clip-interrogator's progress bars): not ours to stop
+_LIBRARY_SINGLETONS = {"tqdm_monitor"}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads():
+    """Fail a test that leaves a thread of its own running (a watcher, a generation helper...)."""
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name not in _LIBRARY_SINGLETONS]
+    for thread in leaked:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"test left threads running: {leaked}"
