@@ -125,6 +125,12 @@ def test_bad_features_dirs_exit_2_with_one_line(features_dir, tmp_path, capsys):
     assert code == 2 and "unknown method" in _one_error_line(err)
     code, _out, err = _run(capsys, "bench")
     assert code == 2 and "FEATURES_DIR" in _one_error_line(err)
+    for gamma in ("inf", "nan", "0"):
+        code, out, err = _run(capsys, "bench", features_dir, "--gamma", gamma, "--no-sweep", "--no-plots",
+                              "--out", tmp_path / "g")
+        assert code == 2 and out == "" and "--gamma must be a finite number > 0" in _one_error_line(err)
+    code, _out, err = _run(capsys, "bench", "--weighting-study", "--gammas", "1", "inf")
+    assert code == 2 and "finite" in _one_error_line(err)
 
 
 def test_benchmark_format_round_trip_and_cross_checks(features_dir, tmp_path):

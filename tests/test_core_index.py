@@ -166,3 +166,6 @@ def test_index_rejects_bad_input():
         index.score(make_query(rng), "rkme_basic")
     with pytest.raises(ValueError, match="unknown method"):
         index.score(make_query(rng), "magic")
+    for gamma in (float("inf"), float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
+            SpecIndex([a], gamma=gamma)

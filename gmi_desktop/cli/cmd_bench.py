@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -78,8 +79,8 @@ def _bench(args) -> int:
     if args.images_per_query < 1:
         raise UserInputError(None, "--images-per-query must be at least 1")
     gamma = DEFAULT_GAMMA if args.gamma is None else args.gamma
-    if not gamma > 0:
-        raise UserInputError(None, f"--gamma must be > 0, got {gamma}")
+    if not (gamma > 0 and math.isfinite(gamma)):
+        raise UserInputError(None, f"--gamma must be a finite number > 0, got {gamma}")
     bench = load_benchmark(args.features_dir)
     _progress(f"loaded {len(bench.specs)} specifications and {bench.tasks.n_images} task images from {args.features_dir}")
     for skipped in bench.skipped:
@@ -139,8 +140,8 @@ def _weighting_study(args) -> int:
     from gmi_desktop.services.weighting_study import run_weighting_study, study_markdown
 
     gammas = args.gammas or [DEFAULT_GAMMA if args.gamma is None else args.gamma]
-    if not all(g > 0 for g in gammas):
-        raise UserInputError(None, "gammas must be > 0")
+    if not all(g > 0 and math.isfinite(g) for g in gammas):
+        raise UserInputError(None, "gammas must be finite numbers > 0")
     study = run_weighting_study(_parse_seeds(args.seeds), gammas=gammas, progress=_progress)
     text = study_markdown(study)
     if args.out:

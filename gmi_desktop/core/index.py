@@ -136,8 +136,8 @@ class SpecIndex:
             raise SpecFormatError(
                 None, "specifications come from different encoders (feature sizes differ); index them separately"
             )
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
+        if not (gamma > 0 and np.isfinite(gamma)):
+            raise ValueError(f"gamma must be a finite number > 0, got {gamma}")
         self.gamma = float(gamma)
         self.reduced_size = reduced_size
         self.seed = int(seed)
