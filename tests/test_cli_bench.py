@@ -242,3 +242,16 @@ def test_weighting_study_service_on_small_worlds():
     text = study_markdown(study)
     assert f"**{study.recommended()}**" in text and text.count("\n| ") == len(study.cells) + 1
     assert json.loads(study.to_json())["recommended"] == study.recommended()
+
+
+def test_output_paths_that_are_files_exit_2_with_one_line(features_dir, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    code, out, err = _run(capsys, "bench", features_dir, "--out", a_file, "--methods", "download",
+                          "--no-sweep", "--no-plots")
+    assert code == 2 and out == "" and "not a folder" in _one_error_line(err)
+    code, out, err = _run(capsys, "bench", "--synthetic", a_file / "below")
+    assert code == 2 and out == "" and "a-file" in _one_error_line(err)
+    code, out, err = _run(capsys, "bench", "--weighting-study", "--seeds", "0", "--out", a_file)
+    assert code == 2 and out == "" and "not a folder" in _one_error_line(err)
+    assert a_file.read_text() == "not a folder"

@@ -51,6 +51,18 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _output_folder(path: Path) -> Path:
+    """``path`` created as a folder to write results into, or a UserInputError saying why not."""
+    hint = "choose another output folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserInputError(path, "exists and is not a folder", hint) from None
+    except OSError as exc:
+        raise UserInputError(path, f"cannot create the output folder: {exc.strerror or exc}", hint) from None
+    return path
+
+
 def run(args) -> int:
     if args.toy:
         print(format_toy(), end="")
@@ -58,7 +70,9 @@ def run(args) -> int:
     if args.synthetic:
         from gmi_desktop.services.demo import write_synthetic_benchmark
 
-        folder, world = write_synthetic_benchmark(args.synthetic, seed=args.seed, own_prompts=args.own_prompts)
+        folder, world = write_synthetic_benchmark(
+            _output_folder(args.synthetic), seed=args.seed, own_prompts=args.own_prompts
+        )
         print(f"wrote a synthetic benchmark to {folder}: {len(world.model_ids)} models, "
               f"{world.tasks.n_images} task images")
         return 0
@@ -82,6 +96,7 @@ def _bench(args) -> int:
     if not (gamma > 0 and math.isfinite(gamma)):
         raise UserInputError(None, f"--gamma must be a finite number > 0, got {gamma}")
     bench = load_benchmark(args.features_dir)
+    out = _output_folder(args.out or (args.features_dir / "results"))
     _progress(f"loaded {len(bench.specs)} specifications and {bench.tasks.n_images} task images from {args.features_dir}")
     for skipped in bench.skipped:
         _progress(str(skipped))
@@ -91,7 +106,6 @@ def _bench(args) -> int:
     )
     for note in report.notes:
         _progress(note)
-    out = args.out or (args.features_dir / "results")
     written = write_report(report, out, title=str(bench.manifest.get("description", "")), plots=not args.no_plots)
     _progress(f"wrote {len(written)} files to {out}")
     print(markdown_table(report), end="")
@@ -142,13 +156,13 @@ def _weighting_study(args) -> int:
     gammas = args.gammas or [DEFAULT_GAMMA if args.gamma is None else args.gamma]
     if not all(g > 0 and math.isfinite(g) for g in gammas):
         raise UserInputError(None, "gammas must be finite numbers > 0")
+    out = _output_folder(args.out) if args.out else None
     study = run_weighting_study(_parse_seeds(args.seeds), gammas=gammas, progress=_progress)
     text = study_markdown(study)
-    if args.out:
+    if out is not None:
         from gmi_desktop.store.atomic import atomic_write_bytes
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.out / "weighting-study.md", text.encode("utf-8"))
-        atomic_write_bytes(args.out / "weighting-study.json", study.to_json().encode("utf-8"))
+        atomic_write_bytes(out / "weighting-study.md", text.encode("utf-8"))
+        atomic_write_bytes(out / "weighting-study.json", study.to_json().encode("utf-8"))
     print(text, end="")
     return 0
