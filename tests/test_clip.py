@@ -270,3 +270,25 @@ def test_out_of_memory_halves_the_batch_then_gives_a_typed_error(clip, images, m
     monkeypatch.setattr(clip.module, "encode_image", lambda p: limited(p, 0))
     with pytest.raises(OutOfMemory, match="batch size 1"):
         clip.encode_images(images[:2], batch_size=4)
+
+
+def test_device_setting_is_checked_before_any_model_loads():
+    import torch
+
+    from gmi_desktop.core.errors import SettingsError
+    from gmi_desktop.engine.device import choose_device
+
+    assert choose_device("cpu").device == "cpu" and choose_device("CPU").dtype_name == "float32"
+    bad = ["gpu", "cuda1", "cpu:0x", "tpu"]
+    if not torch.cuda.is_available():
+        bad += ["cuda", "cuda:0"]
+    else:
+        bad.append(f"cuda:{torch.cuda.device_count()}")  # one past the last GPU
+    if not torch.backends.mps.is_available():
+        bad.append("mps")
+    for name in bad:
+        with pytest.raises(SettingsError, match="device") as info:
+            choose_device(name)
+        assert "auto" in info.value.hint, name
+    with pytest.raises(SettingsError, match="device"):
+        load_clip(TINY_CLIP, "random-seed0", weights=str(tiny_assets().clip_weights), device="gpu")

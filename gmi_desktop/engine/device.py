@@ -37,10 +37,18 @@ def choose_device(requested: str = "auto", half: bool = True) -> DeviceChoice:
             requested = "mps"
         else:
             requested = "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        from gmi_desktop.core.errors import SettingsError
+    from gmi_desktop.core.errors import SettingsError
 
-        raise SettingsError(None, "device is set to CUDA but no CUDA GPU is available", "set device = \"auto\" or \"cpu\"")
+    hint = 'set device = "auto" or "cpu"'
+    kind, _, index = requested.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise SettingsError(None, f"unknown device {requested!r} (auto, cpu, cuda, cuda:N or mps)", hint)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SettingsError(None, "device is set to CUDA but no CUDA GPU is available", hint)
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise SettingsError(None, f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)", hint)
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise SettingsError(None, "device is set to MPS but Apple's Metal backend is not available", hint)
     use_half = half and (requested.startswith("cuda") or requested == "mps")
     return DeviceChoice(requested, "float16" if use_half else "float32")
 
