@@ -169,3 +169,27 @@ def test_index_rejects_bad_input():
     for gamma in (float("inf"), float("nan"), 0.0, -1.0):
         with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
             SpecIndex([a], gamma=gamma)
+
+
+def test_index_orders_models_like_float64_when_scores_differ_below_float32_resolution():
+    # A narrow kernel (large gamma): the models of one prompt group differ only by off-diagonal
+    # kernel terms of 1e-11..1e-8, below float32's resolution of a score near 1.5 (1.2e-7). The
+    # index must still order them as the float64 reference does, not tie them (ties flatter the
+    # true model in the evaluation).
+    rng = np.random.default_rng(5)
+    shared = make_prompt_set(rng, 20, 10)
+    specs = [make_spec(rng, f"m{i}", d=12, prompt_set=shared) for i in range(12)]
+    specs.append(make_spec(rng, "own", d=12, n=20, dt=10))
+    index = SpecIndex(specs, gamma=16.0)
+    off_diagonal = ~np.eye(len(specs), dtype=bool)
+    for t in (1, 2):
+        req = make_query(rng, t=t)
+        for weighting in ("paper", "clamped", "softmax"):
+            for combine in ("mixture", "paired"):
+                opts = dict(weighting=weighting, combine=combine)
+                want = _reference(specs, req, "proposal", gamma=16.0, **opts)
+                got = index.score(req, **opts)
+                gaps = np.abs(want[:, None] - want[None, :])[off_diagonal]
+                assert 1e-13 < gaps.min() < 1e-8, opts
+                np.testing.assert_array_equal(np.argsort(got), np.argsort(want), err_msg=str(opts))
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

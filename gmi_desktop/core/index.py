@@ -13,6 +13,9 @@ Layout (built once; models are re-ordered internally, results come back in input
   squared row norms; per model the upper triangle of its Gram matrix ``K = exp(-gamma D2)`` with
   off-diagonal entries doubled, so ``alpha'K alpha = Kup @ (alpha_i alpha_j)_{i<=j}``. For one shared
   ``alpha`` that is a single ``(M x N(N+1)/2) @ N(N+1)/2`` float32 product for the whole group.
+  The diagonal entries (all ``k(z_i, z_i) = 1``) are stored as 0 and ``sum_i alpha_i^2`` is added
+  in float64 with the query's self term: those large terms are shared by a group, and adding them
+  in float32 would round away score differences between its models (ties in the evaluation).
 
 Per query:
 
@@ -202,7 +205,8 @@ class SpecIndex:
         zb = self._z[r0:r1].reshape(m1 - m0, n, self.dim)
         sq = self._z_sq[r0:r1].reshape(m1 - m0, n)
         kup = np.empty((m1 - m0, len(iu)), dtype=np.float32)
-        scale = np.where(iu == ju, 1.0, 2.0).astype(np.float32)
+        # the diagonal (k(z_i, z_i) = 1) is left out: score_prompt adds sum_i alpha_i^2 in float64
+        scale = np.where(iu == ju, 0.0, 2.0).astype(np.float32)
         for c0 in range(0, m1 - m0, 512):
             c1 = min(c0 + 512, m1 - m0)
             gram = np.matmul(zb[c0:c1], zb[c0:c1].transpose(0, 2, 1))
@@ -284,7 +288,7 @@ class SpecIndex:
 
     @staticmethod
     def _quad(b: _Block, alpha: np.ndarray) -> np.ndarray:
-        """``alpha_m' K_m alpha_m`` per model and query image: ``(M_b, T)``."""
+        """The off-diagonal part of ``alpha_m' K_m alpha_m`` per model and query image: ``(M_b, T)``."""
         out = np.empty((b.m1 - b.m0, alpha.shape[1]), dtype=np.float32)
         for g, m0, m1 in b.big:
             out[m0:m1] = b.kup[m0:m1] @ _upper(alpha[g], b.iu, b.ju).T
@@ -323,14 +327,22 @@ class SpecIndex:
         if alphas[0].shape[1] != t:
             raise RequirementError(None, f"{alphas[0].shape[1]} prompt features for {t} query images")
         stored = np.empty(len(self.model_ids), dtype=np.float64)
+        # The model-specific terms stay float32 and small; the large terms shared by a group (the
+        # kernel diagonal sum_i alpha_i^2, the query's self term) are added in float64, so scores
+        # that differ far below float32's resolution of their sum keep their float64 order.
         for b, alpha in zip(self._blocks, alphas):
+            local_group = self._gid[b.m0 : b.m1] - b.g0
             if combine == "mixture":
                 a = alpha.mean(axis=1, keepdims=True) if t > 1 else alpha
                 kb = prepared.kernel_mean[b.r0 : b.r1].reshape(-1, b.n, 1)
-                s = self._quad(b, a)[:, 0] - 2.0 * self._cross(b, kb, a)[:, 0] + prepared.self_term
+                diag = np.square(a[:, 0].astype(np.float64)).sum(axis=1)[local_group]
+                var = self._quad(b, a)[:, 0] - 2.0 * self._cross(b, kb, a)[:, 0]
+                s = var.astype(np.float64) + (diag + prepared.self_term)
             else:
                 kb = prepared.kernel[b.r0 : b.r1].reshape(-1, b.n, t)
-                s = (self._quad(b, alpha) - 2.0 * self._cross(b, kb, alpha) + 1.0).mean(axis=1)
+                diag = np.square(alpha.astype(np.float64)).sum(axis=2)[local_group]
+                var = self._quad(b, alpha) - 2.0 * self._cross(b, kb, alpha)
+                s = (var.astype(np.float64) + (diag + 1.0)).mean(axis=1)
             stored[b.m0 : b.m1] = s
         return self._to_input_order(stored)
 
