@@ -355,8 +355,13 @@ def test_options_come_from_settings_with_native_resolution(checkpoints):
     assert first.pipe is None and backend.current is second  # the previous model was released
     with pytest.raises(SettingsError, match="multiple of 8"):
         backend.load(ck.path, "sd1", options=GenerationOptions(resolution=100, device="cpu"), config_dir=ck.config_dir)
+    assert backend.current is second and second.pipe is not None  # a refused option unloads nothing
     with pytest.raises(SettingsError, match="unknown scheduler"):
         backend.load(ck.path, "sd1", options=GenerationOptions(scheduler="nope", device="cpu"), config_dir=ck.config_dir)
+    # the scheduler name is checked before the checkpoint is read and the current model released
+    assert backend.current is second and second.pipe is not None
+    with pytest.raises(SettingsError, match="unknown scheduler"):
+        GenerationOptions(scheduler="nope").validate()
 
 
 def test_every_scheduler_name_builds_and_keeps_the_prediction_type():

@@ -34,7 +34,7 @@ from typing import Any
 
 from gmi_desktop.core.errors import Cancelled, OutOfMemory, SettingsError
 from gmi_desktop.engine.device import DeviceChoice, choose_device, release_memory
-from gmi_desktop.engine.pipelines import load_diffusers_folder, load_single_file, make_scheduler
+from gmi_desktop.engine.pipelines import SCHEDULER_NAMES, load_diffusers_folder, load_single_file, make_scheduler
 from gmi_desktop.engine.sd_configs import native_resolution
 
 FALLBACKS = ("attention slicing", "VAE slicing and tiling", "one image per batch",
@@ -87,6 +87,8 @@ class GenerationOptions:
             raise SettingsError(None, f"batch_size must be at least 1, not {self.batch_size}")
         if self.resolution < 0 or self.resolution % 8:
             raise SettingsError(None, f"resolution must be 0 (native) or a positive multiple of 8, not {self.resolution}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise SettingsError(None, f"unknown scheduler {self.scheduler!r}", f"use one of {', '.join(SCHEDULER_NAMES)}")
 
 
 @dataclass(frozen=True)
