@@ -362,6 +362,9 @@ def test_options_come_from_settings_with_native_resolution(checkpoints):
     assert backend.current is second and second.pipe is not None
     with pytest.raises(SettingsError, match="unknown scheduler"):
         GenerationOptions(scheduler="nope").validate()
+    with pytest.raises(SettingsError, match="device"):
+        backend.load(ck.path, "sd1", options=GenerationOptions(device="gpu"), config_dir=ck.config_dir)
+    assert backend.current is second and second.pipe is not None
 
 
 def test_every_scheduler_name_builds_and_keeps_the_prediction_type():

@@ -328,9 +328,9 @@ class GenerationBackend:
         if options is None:
             options = GenerationOptions.from_settings(settings) if settings is not None else GenerationOptions()
         options.validate()
+        device = choose_device(options.device)
         self.unload()
         path = Path(path)
-        device = choose_device(options.device)
         if path.is_dir():
             pipe = load_diffusers_folder(path, family, dtype=device.dtype)
         else:
