@@ -28,6 +28,27 @@ def test_bad_values_are_typed_errors(tmp_path):
         load_settings(tmp_path / "missing.toml", env={"GMI_STEPS": "many"})
 
 
+@pytest.mark.parametrize("line", ["steps = 2.5", "steps = true", "low_vram = 1.5", "gamma = nan",
+                                  "guidance_scale = inf", "gamma = false", 'device = ["cpu"]'])
+def test_values_of_the_wrong_type_are_refused_not_converted(tmp_path, line):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text(line + "\n")
+    with pytest.raises(SettingsError, match=line.split()[0]) as err:
+        load_settings(cfg, env={})
+    assert str(cfg) in str(err.value)
+
+
+def test_numbers_in_toml_and_env_are_taken_as_written(tmp_path):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("steps = 30\nguidance_scale = 7\ngamma = 2.5\n")
+    s = load_settings(cfg, env={"GMI_SEED": " 12 "})
+    assert (s.steps, s.guidance_scale, s.gamma, s.seed) == (30, 7.0, 2.5, 12)
+    with pytest.raises(SettingsError, match="GMI_GAMMA"):
+        load_settings(cfg, env={"GMI_GAMMA": "nan"})
+    flags = load_settings(cfg, env={}, clip_weights=tmp_path / "w.safetensors", library_folders=[tmp_path])
+    assert flags.clip_weights == str(tmp_path / "w.safetensors") and flags.library_folders == (str(tmp_path),)
+
+
 def test_dirs_are_redirected_by_env(tmp_path, monkeypatch):
     monkeypatch.setenv("GMI_DATA_DIR", str(tmp_path / "d"))
     assert paths.data_dir() == tmp_path / "d" and paths.data_dir().is_dir()

@@ -7,6 +7,7 @@ Unknown keys in the TOML file are reported, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -55,7 +56,9 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
         if "tuple" in kind_name:
             if isinstance(raw, str):
                 return tuple(p for p in raw.split(os.pathsep) if p)
-            return tuple(str(p) for p in raw)
+            if not isinstance(raw, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in raw):
+                raise TypeError(raw)
+            return tuple(os.fspath(p) for p in raw)
         if kind_name == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -66,10 +69,19 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
                 return False
             raise ValueError(raw)
         if kind_name == "int":
+            if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+                raise TypeError(raw)  # no silent 2.5 -> 2 or true -> 1
             return int(raw)
         if kind_name == "float":
-            return float(raw)
-        return str(raw)
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise TypeError(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
+        if not isinstance(raw, (str, os.PathLike)):
+            raise TypeError(raw)
+        return os.fspath(raw)
     except (TypeError, ValueError):
         raise SettingsError(source, f"setting {name!r} has an invalid value {raw!r}") from None
 
