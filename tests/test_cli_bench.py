@@ -255,3 +255,17 @@ def test_output_paths_that_are_files_exit_2_with_one_line(features_dir, tmp_path
     code, out, err = _run(capsys, "bench", "--weighting-study", "--seeds", "0", "--out", a_file)
     assert code == 2 and out == "" and "not a folder" in _one_error_line(err)
     assert a_file.read_text() == "not a folder"
+
+
+def test_ties_with_the_true_model_are_reported(features_dir):
+    bench = load_benchmark(features_dir)
+    # a kernel so narrow that every cross term underflows: RKME-CLIP gives every model the same
+    # score, so the paper's rank (ties in the true model's favour) makes it look perfect
+    report = run_benchmark(bench.specs, bench.tasks, methods=["rkme-clip", "download"], gamma=1e4,
+                           sweep_methods=["rkme-clip"], sweep_gammas=[1e4, 2.0])
+    clip, download = report.result("rkme-clip"), report.result("download")
+    assert clip.top1 == 1.0 and clip.tied_share == 1.0 and download.tied_share == 0.0
+    assert [p.tied_share for p in report.sweeps["rkme-clip"]] == [1.0, 0.0]
+    notes = [n for n in report.notes if "tie" in n]
+    assert len(notes) == 2 and "rkme-clip" in notes[0] and "100%" in notes[0]
+    assert "gamma 10000 (100%)" in notes[1] and "2 (" not in notes[1]

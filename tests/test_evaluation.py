@@ -17,6 +17,7 @@ from gmi_desktop.core.evaluation import (
     gamma_sweep,
     median_heuristic_gamma,
     ranks_of_true,
+    tied_with_true,
     top1_predictions,
     topk_accuracy,
 )
@@ -44,6 +45,9 @@ def test_ranks_on_a_hand_made_matrix():
     # ties go to the lowest index for the top-1 prediction
     assert top1_predictions(scores).tolist() == [0, 0, 1, 0, 2]
     assert result.confusion.tolist() == [[1, 0, 0], [1, 0, 1], [1, 1, 0]]
+    # ties credited to the true model are counted, so a report can say how much they weigh
+    assert tied_with_true(scores, true).tolist() == [False, False, False, True, True]
+    assert result.tied_share == pytest.approx(2 / 5) and result.to_dict()["tied_share"] == result.tied_share
 
 
 def test_topk_is_monotone_and_reaches_one_at_m():
@@ -141,6 +145,9 @@ def test_gamma_sweep_and_grid():
     points = gamma_sweep(run, [0.5, 2.0])
     assert calls == [0.5, 2.0]
     assert [p.top1 for p in points] == [1.0, 0.5]
+    assert [p.tied_share for p in points] == [0.0, 0.0]
+    tied = gamma_sweep(run, [1.0])[0]  # ties the first query's two models: credited to the true one
+    assert (tied.top1, tied.tied_share) == (1.0, 0.5)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 16))
     x /= np.linalg.norm(x, axis=1, keepdims=True)

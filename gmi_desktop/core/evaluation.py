@@ -5,7 +5,9 @@ model is known. A scorer turns a task into one score per model (ascending = bett
 RKME distances). From the score matrix (tasks x models) we compute
 
 - per-task rank of the true model, ``r = 1 + #{models with a strictly smaller score}`` (§4.1);
-  ties are resolved in the true model's favour, exactly as the paper's formula does;
+  ties are resolved in the true model's favour, exactly as the paper's formula does, and the
+  share of queries where that happened is reported (``tied_share``): a scorer that ties
+  everything would otherwise look perfect;
 - Top-k accuracy ``mean(r <= k)`` for k = 1..8 (Table 1) and the average rank (Table 2);
 - the confusion matrix true model x top-1 prediction (A.6), the prediction being the lowest
   score with ties broken by the lower model index (deterministic);
@@ -95,6 +97,13 @@ def ranks_of_true(scores: np.ndarray, true_model: np.ndarray) -> np.ndarray:
     return 1 + np.sum(scores < own[:, None], axis=1)
 
 
+def tied_with_true(scores: np.ndarray, true_model: np.ndarray) -> np.ndarray:
+    """Per task: does another model have exactly the true model's score (a tie §4.1's rank credits)?"""
+    scores = np.asarray(scores, dtype=np.float64)
+    own = scores[np.arange(scores.shape[0]), np.asarray(true_model, dtype=np.int64)]
+    return np.sum(scores == own[:, None], axis=1) > 1
+
+
 def top1_predictions(scores: np.ndarray) -> np.ndarray:
     """The predicted model per task: the smallest score, ties to the lowest index."""
     return np.argmin(np.asarray(scores), axis=1)
@@ -129,6 +138,7 @@ class EvaluationResult:
     weighting: str | None = None
     model_ids: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    tied_share: float = 0.0  # share of queries whose true model tied with another (ranked in its favour)
 
     @property
     def top1(self) -> float:
@@ -172,6 +182,7 @@ def evaluate_scores(
         gamma=gamma,
         weighting=weighting,
         model_ids=tuple(model_ids),
+        tied_share=float(np.mean(tied_with_true(scores, true_model))) if len(ranks) else 0.0,
     )
 
 
@@ -212,6 +223,7 @@ class GammaPoint:
     top1: float
     top4: float
     average_rank: float
+    tied_share: float = 0.0
 
 
 def gamma_sweep(run: Callable[[float], EvaluationResult], gammas: Iterable[float]) -> list[GammaPoint]:
@@ -219,7 +231,7 @@ def gamma_sweep(run: Callable[[float], EvaluationResult], gammas: Iterable[float
     out = []
     for gamma in gammas:
         result = run(float(gamma))
-        out.append(GammaPoint(float(gamma), result.topk[1], result.topk[4], result.average_rank))
+        out.append(GammaPoint(float(gamma), result.topk[1], result.topk[4], result.average_rank, result.tied_share))
     return out
 
 
