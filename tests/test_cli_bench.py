@@ -188,7 +188,9 @@ def test_tasks_with_wrong_widths_or_truth_are_rejected(features_dir, tmp_path):
         "nan": dict(base, prompt_features=np.where(np.eye(*bench.tasks.prompt_features.shape) > 0, np.nan,
                                                    bench.tasks.prompt_features).astype(np.float32)),
     }
-    fragments = {"width": "width", "truth": "index", "rows": "same", "group": "different true models", "nan": "finite"}
+    cases["norm"] = dict(base, image_features=bench.tasks.image_features * 3.0)
+    fragments = {"width": "width", "truth": "index", "rows": "same", "group": "different true models", "nan": "finite",
+                 "norm": "not L2-normalised"}
     for name, tensors in cases.items():
         (folder / "tasks.safetensors").write_bytes(
             checked_bytes(tensors, {"gmi.kind": json.dumps("benchmark-tasks"), "gmi.model_ids": ids})
@@ -269,3 +271,15 @@ def test_ties_with_the_true_model_are_reported(features_dir):
     notes = [n for n in report.notes if "tie" in n]
     assert len(notes) == 2 and "rkme-clip" in notes[0] and "100%" in notes[0]
     assert "gamma 10000 (100%)" in notes[1] and "2 (" not in notes[1]
+
+
+def test_spec_image_features_must_be_unit_norm_as_the_format_says(features_dir, tmp_path):
+    import dataclasses
+
+    bench = load_benchmark(features_dir)
+    raw = dataclasses.replace(bench.specs[1], image_features=bench.specs[1].image_features * 12.0)
+    folder = write_benchmark(tmp_path / "raw", [bench.specs[0], raw, *bench.specs[2:]], bench.tasks)
+    with pytest.raises(BenchmarkFormatError, match="not L2-normalised") as info:
+        load_benchmark(folder)
+    assert info.value.path.parent == folder / "specs" and raw.model_id in info.value.path.name
+    assert "divide" in info.value.hint

@@ -45,6 +45,20 @@ class BenchmarkFormatError(UserInputError):
     default_hint = "see docs/benchmark-format.md"
 
 
+UNIT_NORM_TOLERANCE = 1e-3
+
+
+def _check_unit_rows(path: Path, name: str, features: np.ndarray) -> None:
+    """Image features must be L2-normalised (gamma is defined in those units, core/kernels.py)."""
+    norms = np.linalg.norm(np.asarray(features, np.float64), axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
+    if bad.size:
+        raise BenchmarkFormatError(
+            path, f"{name} are not L2-normalised (row {bad[0]} has norm {norms[bad[0]]:.4g})",
+            "divide each row by its L2 norm (see docs/benchmark-format.md)",
+        )
+
+
 @dataclass
 class Benchmark:
     """Specs in manifest order (model index m = position), tasks, and the manifest itself."""
@@ -128,6 +142,9 @@ def load_benchmark(folder: str | os.PathLike[str]) -> Benchmark:
             + (f"; {why}" if why else "")
         )
     specs = [found[m] for m in ids]
+    spec_paths = {s.model_id: p for s, p in zip(store.specs, store.paths)}
+    for spec in specs:
+        _check_unit_rows(spec_paths[spec.model_id], "image_features", spec.image_features)
     for spec in specs[1:]:
         if (spec.image_features.shape[1], spec.prompt_features.shape[1]) != (
             specs[0].image_features.shape[1], specs[0].prompt_features.shape[1]
@@ -193,6 +210,7 @@ def _read_tasks(path: Path, ids: list[str], specs: list[Specification]) -> tuple
         if ref is None or tensors[name].shape[1] != ref.shape[1]:
             width = None if ref is None else ref.shape[1]
             raise BenchmarkFormatError(path, f"{name} width {tensors[name].shape[1]} does not match the specs ({width})")
+    _check_unit_rows(path, "image_features", tensors["image_features"])
     prompts: tuple[str, ...] = ()
     if "gmi.task_prompts" in meta:
         raw = json_field(path, meta, "gmi.task_prompts", BenchmarkFormatError)
