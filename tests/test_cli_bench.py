@@ -283,3 +283,11 @@ def test_spec_image_features_must_be_unit_norm_as_the_format_says(features_dir, 
         load_benchmark(folder)
     assert info.value.path.parent == folder / "specs" and raw.model_id in info.value.path.name
     assert "divide" in info.value.hint
+
+
+def test_negative_world_seeds_exit_2_with_one_line(tmp_path, capsys):
+    code, out, err = _run(capsys, "bench", "--synthetic", tmp_path / "neg", "--seed", "-1")
+    assert code == 2 and out == "" and "--seed" in _one_error_line(err)
+    assert not (tmp_path / "neg").exists()
+    code, out, err = _run(capsys, "demo", "--seed", "-3", "--no-plots")
+    assert code == 2 and out == "" and "--seed" in _one_error_line(err)

@@ -70,6 +70,9 @@ def run(args) -> int:
     if args.synthetic:
         from gmi_desktop.services.demo import write_synthetic_benchmark
 
+        if args.seed < 0:
+            raise UserInputError(None, f"--seed must be 0 or more, got {args.seed}")
+
         folder, world = write_synthetic_benchmark(
             _output_folder(args.synthetic), seed=args.seed, own_prompts=args.own_prompts
         )

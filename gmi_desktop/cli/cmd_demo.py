@@ -56,6 +56,10 @@ def run(args) -> int:
     from gmi_desktop.store.benchmark import load_benchmark
     from gmi_desktop.store.paths import cache_dir
 
+    if args.seed < 0:
+        from gmi_desktop.core.errors import UserInputError
+
+        raise UserInputError(None, f"--seed must be 0 or more, got {args.seed}")
     started = time.perf_counter()
     print(INTRO + format_toy(), end="")
     print("The baseline sees only which images a model makes, not for which prompts: it ties.")
