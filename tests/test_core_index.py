@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -166,6 +168,11 @@ def test_index_rejects_bad_input():
         index.score(make_query(rng), "rkme_basic")
     with pytest.raises(ValueError, match="unknown method"):
         index.score(make_query(rng), "magic")
+    # same width, other encoder: the feature spaces differ, so they must not be ranked together
+    other = make_spec(rng, "b")
+    other = dataclasses.replace(other, recipe=dataclasses.replace(other.recipe, encoder_id="other-encoder"))
+    with pytest.raises(SpecFormatError, match="different encoders.*other-encoder"):
+        SpecIndex([a, other])
     for gamma in (float("inf"), float("nan"), 0.0, -1.0):
         with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
             SpecIndex([a], gamma=gamma)

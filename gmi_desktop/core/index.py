@@ -139,6 +139,11 @@ class SpecIndex:
             raise SpecFormatError(
                 None, "specifications come from different encoders (feature sizes differ); index them separately"
             )
+        encoders = sorted({s.recipe.encoder_id for s in specs})
+        if len(encoders) != 1:
+            raise SpecFormatError(
+                None, f"specifications come from different encoders ({', '.join(encoders)}); index them separately"
+            )
         if not (gamma > 0 and np.isfinite(gamma)):
             raise ValueError(f"gamma must be a finite number > 0, got {gamma}")
         self.gamma = float(gamma)
