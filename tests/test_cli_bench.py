@@ -291,3 +291,15 @@ def test_negative_world_seeds_exit_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "neg").exists()
     code, out, err = _run(capsys, "demo", "--seed", "-3", "--no-plots")
     assert code == 2 and out == "" and "--seed" in _one_error_line(err)
+
+
+def test_nothing_left_to_run_is_a_one_line_error(features_dir, tmp_path, capsys):
+    import dataclasses
+
+    bench = load_benchmark(features_dir)
+    folder = write_benchmark(tmp_path / "no-pixels", bench.specs, dataclasses.replace(bench.tasks, pixel_features=None))
+    code, out, err = _run(capsys, "bench", folder, "--methods", "rkme-basic", "--no-plots")
+    last = err.strip().splitlines()[-1]  # after the "loaded ..." progress line
+    assert code == 2 and out == "" and last.startswith("gmi-desktop: error: nothing to run")
+    assert "no pixel features" in last and "Traceback" not in err
+    assert not (folder / "results" / "results.json").exists()

@@ -151,6 +151,8 @@ def run_benchmark(
     if "rkme-basic" in chosen and not pixels:
         chosen = tuple(m for m in chosen if m != "rkme-basic")
         notes.append("rkme-basic left out: the benchmark has no pixel features")
+    if not chosen:
+        raise UserInputError(None, "nothing to run: " + "; ".join(notes), "choose other --methods")
     index = SpecIndex(specs, gamma=gamma)
     model_ids = tuple(s.model_id for s in specs)
     reqs, true = build_requirements(tasks, images_per_query, pixels and "rkme-basic" in chosen)
