@@ -220,3 +220,24 @@ def test_loading_blip_prints_no_progress_bars(capfd):
     out, err = capfd.readouterr()
     assert out == "" and "Loading weights" not in err and "it/s" not in err
     assert transformers_logging.is_progress_bar_enabled()  # the global setting is restored
+
+
+def test_a_caption_model_can_be_unloaded_and_its_memory_freed(captioner, tmp_path):
+    import gc
+    import weakref
+
+    from gmi_desktop.engine.interrogator import loaded_caption_models, unload_caption_model
+
+    copy = tmp_path / "blip-copy"
+    shutil.copytree(tiny_assets().blip_folder, copy)
+    other = load_caption_model(TINY_BLIP, weights=str(copy), device="cpu")
+    assert other is not captioner and {id(other), id(captioner)} <= {id(m) for m in loaded_caption_models()}
+    alive = weakref.ref(other.model)
+    unload_caption_model(other)
+    assert other not in loaded_caption_models() and captioner in loaded_caption_models()
+    del other
+    gc.collect()
+    assert alive() is None  # nothing else kept the BLIP weights alive
+    again = load_caption_model(TINY_BLIP, weights=str(copy), device="cpu")
+    assert again in loaded_caption_models()  # loaded afresh
+    unload_caption_model(again)

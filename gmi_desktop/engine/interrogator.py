@@ -102,6 +102,22 @@ def load_caption_model(repo_id: str = DEFAULT_BLIP, *, weights: str = "", device
         return _CAPTIONS[key]
 
 
+def loaded_caption_models() -> list[CaptionModel]:
+    with _CAPTIONS_LOCK:
+        return list(_CAPTIONS.values())
+
+
+def unload_caption_model(caption: CaptionModel | None = None) -> None:
+    """Drop one BLIP model (or all) from the registry and give its memory back (as
+    :func:`gmi_desktop.engine.clip.unload_clip`); interrogators built on it keep their reference."""
+    from gmi_desktop.engine.device import release_memory
+
+    with _CAPTIONS_LOCK:
+        for key in [k for k, v in _CAPTIONS.items() if caption is None or v is caption]:
+            del _CAPTIONS[key]
+    release_memory()
+
+
 def load_caption_model_for(settings: Any, progress: ProgressFn | None = None) -> CaptionModel:
     return load_caption_model(blip_repo(settings), weights=settings.blip_weights, device=settings.device,
                               allow_downloads=settings.allow_downloads, progress=progress)
