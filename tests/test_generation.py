@@ -437,3 +437,22 @@ def test_loading_and_generating_print_nothing_to_the_console(checkpoints, capfd)
     out, err = capfd.readouterr()
     assert out == "" and "Loading pipeline components" not in err and "it/s" not in err
     assert diffusers_logging.is_progress_bar_enabled()  # the global setting is restored
+
+
+def test_native_resolution_follows_the_variant():
+    from gmi_desktop.engine.sd_configs import native_resolution
+
+    # SD 2.x inpainting was trained at 512 (epsilon), unlike SD 2.x 768-v text-to-image
+    assert native_resolution("sd2") == 768 and native_resolution("sd2", "epsilon") == 512
+    assert native_resolution("sd2", variant="inpaint") == 512
+    assert native_resolution("sd1", variant="inpaint") == 512 and native_resolution("sdxl", variant="inpaint") == 1024
+
+
+def test_sd2_inpainting_checkpoint_generates_at_512(checkpoints):
+    ck = checkpoints[("sd2", "inpaint")]
+    loaded = GenerationBackend().load(ck.path, "sd2", "inpaint", options=GenerationOptions(device="cpu"),
+                                      config_dir=ck.config_dir)
+    try:
+        assert loaded.resolution == 512
+    finally:
+        loaded.close()

@@ -9,7 +9,7 @@ Design
   and seed: batched == one at a time, and CUDA runs start from the same noise as CPU runs.
 * Options (:class:`GenerationOptions`) come from :class:`~gmi_desktop.store.settings.Settings`:
   scheduler ``dpmpp_2m``, 25 steps, guidance 7.0, batch 4, resolution 0 = the family's native size
-  (SD 1.x 512, SD 2.x 768 (512 for 2.x-base), SDXL 1024). fp16 on CUDA/MPS, fp32 on CPU.
+  (SD 1.x 512, SD 2.x 768 (512 for 2.x-base and 2.x inpainting), SDXL 1024). fp16 on CUDA/MPS, fp32 on CPU.
 * Out of memory (CUDA): retry the same batch with attention slicing, then VAE slicing + tiling,
   then one image per batch, then model CPU offload, then sequential CPU offload; then
   :class:`OutOfMemory` naming what was tried. On CPU/MPS only the first three apply.
@@ -337,7 +337,7 @@ class GenerationBackend:
             pipe = load_single_file(path, family, variant, dtype=device.dtype, config_dir=config_dir,
                                     prediction_type=prediction_type)
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
-        resolution = options.resolution or native_resolution(family, prediction_type)
+        resolution = options.resolution or native_resolution(family, prediction_type, variant)
         loaded = LoadedPipeline(pipe, family, variant, path, device, options, resolution)
         _place(loaded)
         self.current = loaded

@@ -24,6 +24,7 @@ FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 VARIANTS = ("normal", "inpaint", "depth")
 
 NATIVE_RESOLUTION = {"sd1": 512, "sd2": 768, "sd2_base": 512, "sdxl": 1024, "sdxl_refiner": 1024}
+_NATIVE_BY_CONFIG = {"sd2_inpaint": 512}  # SD 2.x inpainting was trained at 512 (epsilon)
 
 
 def resources_dir() -> Path:
@@ -56,7 +57,8 @@ def config_dir(family: str, variant: str = "normal", prediction_type: str | None
     return resources_dir() / "diffusers" / config_name(family, variant, prediction_type)
 
 
-def native_resolution(family: str, prediction_type: str | None = None) -> int:
+def native_resolution(family: str, prediction_type: str | None = None, variant: str = "normal") -> int:
+    """The image size the checkpoint kind was trained at (what generation uses by default)."""
     if family == "sd2" and prediction_type == "epsilon":
         return NATIVE_RESOLUTION["sd2_base"]
-    return NATIVE_RESOLUTION[family]
+    return _NATIVE_BY_CONFIG.get(GENERATION_CONFIGS.get((family, variant), ""), NATIVE_RESOLUTION[family])
