@@ -303,3 +303,18 @@ def test_nothing_left_to_run_is_a_one_line_error(features_dir, tmp_path, capsys)
     assert code == 2 and out == "" and last.startswith("gmi-desktop: error: nothing to run")
     assert "no pixel features" in last and "Traceback" not in err
     assert not (folder / "results" / "results.json").exists()
+
+
+def test_seed_lists_are_parsed_strictly_and_named_as_given(capsys):
+    from gmi_desktop.cli.cmd_bench import _parse_seeds
+    from gmi_desktop.core.scores import WEIGHTINGS
+    from gmi_desktop.services.weighting_study import StudyCell, WeightingStudy, study_markdown
+
+    assert _parse_seeds("0-3") == [0, 1, 2, 3] and _parse_seeds("0,3,5") == [0, 3, 5]
+    for bad in ("1-", "0,0", "2-4,3", "", "a"):
+        code, out, err = _run(capsys, "bench", "--weighting-study", "--seeds", bad)
+        assert code == 2 and out == "" and "--seeds" in _one_error_line(err), bad
+    cells = [StudyCell("shared prompts", 1, 2.0, f"proposal:{w}", top1=[0.5], top4=[0.9], average_rank=[2.0 + i])
+             for i, w in enumerate(WEIGHTINGS)]
+    assert "World seeds 0, 3, 5 (3 worlds)" in study_markdown(WeightingStudy([0, 3, 5], (2.0,), (1,), cells))
+    assert "World seeds 0..9 (10 worlds)" in study_markdown(WeightingStudy(list(range(10)), (2.0,), (1,), cells))

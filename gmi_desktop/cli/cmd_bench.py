@@ -143,12 +143,14 @@ def _parse_seeds(text: str) -> list[int]:
     seeds: list[int] = []
     try:
         for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            lo, dash, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
     except ValueError as exc:
         raise UserInputError(None, f"--seeds must look like 0-9 or 0,3,5; got {text!r}") from exc
     if not seeds:
-        raise UserInputError(None, "--seeds is empty")
+        raise UserInputError(None, f"--seeds {text!r} names no seed")
+    if len(set(seeds)) != len(seeds):
+        raise UserInputError(None, f"--seeds {text!r} names a seed twice (it would count twice)")
     return seeds
 
 

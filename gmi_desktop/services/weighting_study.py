@@ -122,8 +122,10 @@ def run_weighting_study(
 
 def study_markdown(study: WeightingStudy) -> str:
     seeds = study.seeds
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    named = f"{seeds[0]}..{seeds[-1]}" if contiguous and len(seeds) > 2 else ", ".join(map(str, seeds))
     lines = [
-        f"World seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} worlds); mean ± std over seeds. "
+        f"World seeds {named} ({len(seeds)} worlds); mean ± std over seeds. "
         "Prompt-driven: share of wrong top-1 picks that went to a model whose own prompts are about "
         "the query's topic (expected share if mistakes ignored prompts in brackets). Decoy wins: "
         "share of queries where the decoy (prompts like the queries, unrelated images, never the "
