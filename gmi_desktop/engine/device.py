@@ -46,7 +46,8 @@ def choose_device(requested: str = "auto", half: bool = True) -> DeviceChoice:
     if kind == "cuda" and not torch.cuda.is_available():
         raise SettingsError(None, "device is set to CUDA but no CUDA GPU is available", hint)
     if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise SettingsError(None, f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)", hint)
+        count = torch.cuda.device_count()
+        raise SettingsError(None, f"device {requested!r}: this machine has {count} CUDA GPU(s)", hint)
     if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise SettingsError(None, "device is set to MPS but Apple's Metal backend is not available", hint)
     use_half = half and (requested.startswith("cuda") or requested == "mps")

@@ -88,7 +88,8 @@ class GenerationOptions:
         if self.resolution < 0 or self.resolution % 8:
             raise SettingsError(None, f"resolution must be 0 (native) or a positive multiple of 8, not {self.resolution}")
         if self.scheduler not in SCHEDULER_NAMES:
-            raise SettingsError(None, f"unknown scheduler {self.scheduler!r}", f"use one of {', '.join(SCHEDULER_NAMES)}")
+            raise SettingsError(None, f"unknown scheduler {self.scheduler!r}",
+                                f"use one of {', '.join(SCHEDULER_NAMES)}")
 
 
 @dataclass(frozen=True)
