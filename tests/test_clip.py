@@ -278,8 +278,8 @@ def test_device_setting_is_checked_before_any_model_loads():
     from gmi_desktop.core.errors import SettingsError
     from gmi_desktop.engine.device import choose_device
 
-    assert choose_device("cpu").device == "cpu" and choose_device("CPU").dtype_name == "float32"
-    bad = ["gpu", "cuda1", "cpu:0x", "tpu"]
+    assert choose_device("cpu").device == "cpu" and choose_device(" CPU ").dtype_name == "float32"
+    bad = ["gpu", "cuda1", "cpu:0x", "tpu", "cuda:", "mps:0"]
     if not torch.cuda.is_available():
         bad += ["cuda", "cuda:0"]
     else:

@@ -29,7 +29,7 @@ def choose_device(requested: str = "auto", half: bool = True) -> DeviceChoice:
     """Resolve a device setting (``auto``/``cpu``/``cuda[:i]``/``mps``) to what this machine has."""
     import torch
 
-    requested = (requested or "auto").lower()
+    requested = (requested or "auto").strip().lower()
     if requested == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -40,8 +40,8 @@ def choose_device(requested: str = "auto", half: bool = True) -> DeviceChoice:
     from gmi_desktop.core.errors import SettingsError
 
     hint = 'set device = "auto" or "cpu"'
-    kind, _, index = requested.partition(":")
-    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+    kind, colon, index = requested.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
         raise SettingsError(None, f"unknown device {requested!r} (auto, cpu, cuda, cuda:N or mps)", hint)
     if kind == "cuda" and not torch.cuda.is_available():
         raise SettingsError(None, "device is set to CUDA but no CUDA GPU is available", hint)
