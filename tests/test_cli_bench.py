@@ -269,8 +269,13 @@ def test_ties_with_the_true_model_are_reported(features_dir):
     assert clip.top1 == 1.0 and clip.tied_share == 1.0 and download.tied_share == 0.0
     assert [p.tied_share for p in report.sweeps["rkme-clip"]] == [1.0, 0.0]
     notes = [n for n in report.notes if "tie" in n]
-    assert len(notes) == 2 and "rkme-clip" in notes[0] and "100%" in notes[0]
-    assert "gamma 10000 (100%)" in notes[1] and "2 (" not in notes[1]
+    assert len(notes) == 2 and "rkme-clip" in notes[0] and "100.0%" in notes[0]
+    assert "gamma 10000 (100.0%)" in notes[1] and "2 (" not in notes[1]
+    from gmi_desktop.core.evaluation import GammaPoint
+    from gmi_desktop.services.benchmark import tie_notes
+
+    rare = tie_notes([], {"m": [GammaPoint(0.5, 0.3, 0.6, 3.0, 1 / 2880), GammaPoint(1.0, 0.3, 0.6, 3.0, 0.25)]})
+    assert rare == ["m gamma sweep: the true model ties with another model at gamma 0.5 (<0.1%), 1 (25.0%)"]
 
 
 def test_spec_image_features_must_be_unit_norm_as_the_format_says(features_dir, tmp_path):

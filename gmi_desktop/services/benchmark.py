@@ -180,16 +180,19 @@ def run_benchmark(
 def tie_notes(results: Sequence[EvaluationResult], sweeps: dict[str, list[GammaPoint]]) -> list[str]:
     """A note per method whose true model tied with another model: §4.1's rank counts such ties in
     the true model's favour, so the accuracy shown there is optimistic."""
+    def share(x: float) -> str:
+        return "<0.1%" if x < 0.001 else f"{x:.1%}"
+
     notes = []
     for r in results:
         if r.tied_share > 0:
-            notes.append(f"{r.method}: the true model ties with another model in {r.tied_share:.0%} of the "
+            notes.append(f"{r.method}: the true model ties with another model in {share(r.tied_share)} of the "
                          "queries (ranked in its favour, as in the paper: its accuracy is optimistic)")
     for method, points in sweeps.items():
         tied = [p for p in points if p.tied_share > 0]
         if tied:
             notes.append(f"{method} gamma sweep: the true model ties with another model at gamma "
-                         + ", ".join(f"{p.gamma:g} ({p.tied_share:.0%})" for p in tied))
+                         + ", ".join(f"{p.gamma:g} ({share(p.tied_share)})" for p in tied))
     return notes
 
 
