@@ -311,6 +311,23 @@ def test_missing_library_folder_is_reported_and_its_files_kept(tmp_path, models)
     assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
 
 
+def test_a_library_folder_inside_another_owns_what_its_scan_saw(tmp_path, models):
+    """Scanning a sub-folder first, then its parent: the parent's scan accounts for every file it
+    listed, so a file of the sub-folder deleted later is tombstoned by the parent's scan."""
+    lib, _ = _library(tmp_path)
+    inner = lib.add_folder(models / "xl")
+    run(lib.scan([inner], hashing=False))
+    outer = lib.add_folder(models)
+    summary = run(lib.scan([outer], hashing=False))
+    assert summary.seen == 5
+    assert {r.path.name for r in lib.catalog.files(root_id=outer.id)} == {
+        "dreamy.safetensors", "big.safetensors", "detail_lora.safetensors", "vae-ft-mse.safetensors", "old.ckpt"}
+    (models / "xl" / "big.safetensors").unlink()
+    summary = run(lib.scan([outer], hashing=False))
+    assert summary.tombstoned == [models / "xl" / "big.safetensors"]
+    assert lib.catalog.get(models / "xl" / "big.safetensors").status == "missing"
+
+
 def test_ten_thousand_files_in_one_folder(tmp_path):
     folder = tmp_path / "embeddings"
     write_embedding(folder / "template.safetensors")

@@ -233,18 +233,19 @@ class Library:
         """Mark unchanged files seen; probe and record new and changed ones."""
         known = self.catalog.file_keys()
         by_key = {row.key: row.sha256 for row in known.values() if row.sha256}
-        unchanged: list[int] = []
+        unchanged: dict[int, list[int]] = {}  # root id -> unchanged file ids
         changed: list[tuple[Candidate, int]] = []
         for candidate, root_id in found:
             row = known.get(os.fspath(candidate.path))
             if (row is not None and row.key == candidate.key and row.sidecar_sig == candidate.sidecars
                     and row.status != "missing"
                     and not row.reason.startswith(UNREADABLE_PREFIX)):
-                unchanged.append(row.id)
+                unchanged.setdefault(root_id, []).append(row.id)
             else:
                 changed.append((candidate, root_id))
-        self.catalog.mark_seen(unchanged, generation)
-        summary.unchanged = len(unchanged)
+        for root_id, ids in unchanged.items():
+            self.catalog.mark_seen(ids, generation, root_id)
+        summary.unchanged = sum(map(len, unchanged.values()))
         yield from self._classify(changed, by_key, generation, summary, cancel)
 
     def _classify(self, changed, by_key, generation, summary, cancel):

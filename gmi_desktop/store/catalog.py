@@ -262,12 +262,14 @@ class Catalog:
                 rows,
             )
 
-    def mark_seen(self, file_ids: Iterable[int], generation: int) -> None:
+    def mark_seen(self, file_ids: Iterable[int], generation: int, root_id: int | None = None) -> None:
+        """Mark files seen in ``generation``; with ``root_id``, they now belong to that library
+        folder (the one whose scan listed them: library folders may nest)."""
         now = time.time()
         with self.transaction() as conn:
             conn.executemany(
-                "UPDATE files SET seen_generation = ?, last_seen = ? WHERE id = ?",
-                ((generation, now, i) for i in file_ids),
+                "UPDATE files SET seen_generation = ?, last_seen = ?, root_id = COALESCE(?, root_id) WHERE id = ?",
+                ((generation, now, root_id, i) for i in file_ids),
             )
 
     def present_under(self, path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
