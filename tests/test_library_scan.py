@@ -267,6 +267,26 @@ def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     assert summary.seen == 5
 
 
+def test_a_folder_reached_by_a_link_and_by_its_real_path_is_catalogued_at_its_real_path(tmp_path, models):
+    """Whatever sorts first, the link or the real folder, and in whatever order the library
+    folders are given: the real path wins, so rescans do not flip files between the two paths."""
+    (models / "a_link_to_xl").symlink_to(models / "xl", target_is_directory=True)
+    other = tmp_path / "a_other"
+    other.mkdir()
+    (other / "xl_again").symlink_to(models / "xl", target_is_directory=True)
+    lib, _ = _library(tmp_path)
+    roots = [lib.add_folder(other), lib.add_folder(models)]
+    for order in (roots, roots[::-1], None):
+        summary = run(lib.scan(order, hashing=False))
+        assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
+        assert lib.catalog.get(models / "a_link_to_xl" / "big.safetensors") is None
+        assert lib.catalog.get(other / "xl_again" / "big.safetensors") is None
+        assert summary.tombstoned == [] and summary.moved == []
+        reasons = {p.path.name: p.reason for p in summary.problems}
+        assert reasons["a_link_to_xl"] == f"same folder as {models / 'xl'}, scanned once"
+        assert reasons["xl_again"] == f"same folder as {models / 'xl'}, scanned once"
+
+
 def test_unreadable_folder_and_file_are_reported_and_nothing_is_tombstoned(tmp_path, models):
     """Real EACCES: the scan runs in a child without CAP_DAC_OVERRIDE (see tests/support/privileges)."""
     catalog_path = tmp_path / "catalog.sqlite3"

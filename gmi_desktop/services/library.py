@@ -158,6 +158,7 @@ class Library:
         visited: dict[tuple[int, int], Path] = {}
         found: list[tuple[Candidate, int]] = []
         absent_roots: list[Path] = []
+        tops: list[tuple[Path, int]] = []
         for root in roots:
             if not root.path.is_dir():
                 report.problems.append(Problem(root.path, "library folder not found (unplugged drive?)"))
@@ -165,11 +166,18 @@ class Library:
                 continue
             for folder, layout in checkpoint_dirs(root.path):
                 summary.folders.append((folder, layout))
-                for candidate in walk(folder, report, visited):
-                    found.append((candidate, root.id))
-                    if len(found) % 1000 == 0:
-                        _check(cancel)
-                        yield ScanEvent("listing", len(found), 0, candidate.path)
+                tops.append((folder, root.id))
+        # Real folders first, then the folders symbolic links lead to (in the order met).
+        links: list[tuple[Path, int]] = []
+        while tops or links:
+            top, root_id = tops.pop(0) if tops else links.pop(0)
+            met: list[Path] = []
+            for candidate in walk(top, report, visited, met):
+                found.append((candidate, root_id))
+                if len(found) % 1000 == 0:
+                    _check(cancel)
+                    yield ScanEvent("listing", len(found), 0, candidate.path)
+            links += [(link, root_id) for link in met]
         yield ScanEvent("listing", len(found), len(found))
         summary.seen = len(found)
 

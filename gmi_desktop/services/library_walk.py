@@ -154,8 +154,13 @@ def _reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) -> Iterator[Candidate]:
-    """Yield model files and diffusers folders under ``top`` (depth first, names sorted)."""
+def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
+         links: list[Path] | None = None) -> Iterator[Candidate]:
+    """Yield model files and diffusers folders under ``top`` (depth first, names sorted).
+
+    With ``links``, symbolic links to folders are not entered but appended to it, for the caller
+    to walk after every real folder: a folder reached both ways is then catalogued at its real
+    path, whichever sorts first."""
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -192,6 +197,8 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) ->
                     if os.path.isfile(os.path.join(entry.path, "model_index.json")):
                         dst = entry.stat()
                         yield Candidate(path, folder_key(path, dst), True, _listed_signature(entry.name, True, listed))
+                    elif links is not None and entry.is_symlink():
+                        links.append(path)
                     else:
                         subfolders.append(path)
                     continue
