@@ -101,6 +101,31 @@ def test_problems_go_to_stderr_and_the_scan_still_succeeds(tmp_path, capsys):
     assert out.splitlines()[1].startswith("fine  SD 2.x")
 
 
+def test_control_characters_in_names_cannot_break_the_table_or_the_terminal(tmp_path, capsys):
+    folder = tmp_path / "models"
+    write_lora(folder / "two\nlines.safetensors")
+    write_checkpoint(folder / "tricky.safetensors", "sd1", seed=4)
+    (folder / "tricky.civitai.info").write_text(json.dumps({"model": {"name": "Red\x1b[31mAlert\u202e"}}))
+    assert main(["scan", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert lines[1].startswith("Red\\x1b[31mAlert\\u202e  SD 1.x")
+    assert lines[2].startswith("two\\nlines              lora")
+    assert "\x1b" not in out and "\u202e" not in out
+    assert main(["scan", "--json", str(folder)]) == 0
+    names = sorted(f["name"] for f in json.loads(capsys.readouterr().out)["files"])
+    assert names == ["Red\x1b[31mAlert\u202e", "two\nlines"]  # JSON keeps the real names
+
+
+def test_terminal_progress_escapes_control_characters_in_file_names():
+    out = Terminal()
+    progress = ScanProgress(out, clock=FakeClock(), width=80)
+    progress(ScanEvent("probing", 1, 2, Path("two\nlines\x1b[2J.safetensors")))
+    assert "\n" not in out.getvalue() and "\x1b[2J" not in out.getvalue()
+    assert "two\\nlines\\x1b[2J.safetensors" in out.getvalue()
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0

@@ -13,7 +13,7 @@ import os
 import sys
 
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.cli.progress import ScanProgress
+from gmi_desktop.cli.progress import ScanProgress, printable
 from gmi_desktop.services.library import Library, ScanSummary, run
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.classify import FAMILY_NAMES
@@ -53,8 +53,9 @@ def family_text(record: FileRecord) -> str:
 def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
     rows = [("NAME", "FAMILY", "AUTOV2", "STATUS")]
     for r in records:
-        name = r.name if len(r.name) <= NAME_WIDTH else r.name[: NAME_WIDTH - 1] + "…"
-        rows.append((name, family_text(r), r.autov2 or "-", status_text(r, duplicates)))
+        name = printable(r.name)
+        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+        rows.append((name, printable(family_text(r)), r.autov2 or "-", printable(status_text(r, duplicates))))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
@@ -110,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         records = [r for r in catalog.files() if r.root_id in root_ids]
         duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}
     for problem in summary.problems:
-        print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
+        print(f"problem: {printable(os.fspath(problem.path))}: {printable(problem.reason)}", file=sys.stderr)
     print(
         f"{summary.seen} files: {summary.probed} new or changed, {summary.unchanged} unchanged, "
         f"{summary.hashed} hashed, {len(summary.tombstoned)} gone, {len(summary.problems)} problems",
