@@ -126,6 +126,17 @@ def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_pat
     assert lib.catalog.spec_ref(moved.sha256) == "specs/dreamy.gmispec"
 
 
+def test_a_move_is_reported_to_where_the_file_went_not_to_an_older_copy(tmp_path, models):
+    shutil.copyfile(models / "dreamy.safetensors", models / "a_backup.safetensors")
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    (models / "z").mkdir()
+    os.rename(models / "dreamy.safetensors", models / "z" / "dreamy.safetensors")
+    summary = run(lib.scan())
+    assert summary.moved == [(models / "dreamy.safetensors", models / "z" / "dreamy.safetensors")]
+
+
 def test_file_moved_by_copy_and_delete_is_recognised_by_its_hash(tmp_path, models):
     lib, _ = _library(tmp_path)
     lib.add_folder(models)

@@ -298,12 +298,16 @@ class Catalog:
     def collapse_moves(self) -> list[tuple[Path, Path]]:
         """Drop tombstones whose content lives on at another path (a move); ``(old, new)`` pairs.
 
-        Nothing is lost: the specification reference is keyed by the content hash."""
+        Nothing is lost: the specification reference is keyed by the content hash. The new path
+        is the same inode if present (a rename), else the copy seen first most recently (not an
+        older copy that was there all along)."""
         with self.transaction() as conn:
             rows = conn.execute(
-                "SELECT gone.id, gone.path, MIN(live.path) FROM files gone JOIN files live "
-                "ON live.sha256 = gone.sha256 AND live.status != 'missing' "
-                "WHERE gone.status = 'missing' GROUP BY gone.id"
+                "WITH ranked AS (SELECT gone.id, gone.path AS old, live.path AS new, ROW_NUMBER() OVER ("
+                "PARTITION BY gone.id ORDER BY live.device = gone.device AND live.inode = gone.inode DESC, "
+                "live.first_seen DESC, live.path) AS rank FROM files gone JOIN files live "
+                "ON live.sha256 = gone.sha256 AND live.status != 'missing' WHERE gone.status = 'missing') "
+                "SELECT id, old, new FROM ranked WHERE rank = 1 ORDER BY old"
             ).fetchall()
             conn.executemany("DELETE FROM files WHERE id = ?", ((r[0],) for r in rows))
         return [(Path(r[1]), Path(r[2])) for r in rows]
