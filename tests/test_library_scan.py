@@ -298,6 +298,25 @@ def test_a_folder_reached_by_a_link_and_by_its_real_path_is_catalogued_at_its_re
         assert reasons["xl_again"] == f"same folder as {models / 'xl'}, scanned once"
 
 
+def test_a_linked_folder_whose_drive_is_unplugged_is_reported_and_its_files_kept(tmp_path, models):
+    drive = tmp_path / "drive"
+    write_checkpoint(drive / "far.safetensors", "sd1", seed=5)
+    (models / "external").symlink_to(drive, target_is_directory=True)
+    (models / "far_file.safetensors").symlink_to(drive / "far.safetensors")
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan(hashing=False))
+    assert lib.catalog.get(models / "external" / "far.safetensors").status == "ok"
+    drive.rename(tmp_path / "unplugged")
+    summary = run(lib.scan(hashing=False))
+    reasons = {p.path.name: p.reason for p in summary.problems}
+    assert reasons["external"] == "broken symbolic link"
+    assert reasons["far_file.safetensors"] == "broken symbolic link"
+    assert summary.tombstoned == []
+    assert lib.catalog.get(models / "external" / "far.safetensors").status == "ok"
+    assert lib.catalog.get(models / "far_file.safetensors").status == "ok"
+
+
 def test_unreadable_folder_and_file_are_reported_and_nothing_is_tombstoned(tmp_path, models):
     """Real EACCES: the scan runs in a child without CAP_DAC_OVERRIDE (see tests/support/privileges)."""
     catalog_path = tmp_path / "catalog.sqlite3"

@@ -61,7 +61,7 @@ class Candidate:
 @dataclass
 class WalkReport:
     problems: list[Problem] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)  # folders whose contents we could not see
+    unreadable: list[Path] = field(default_factory=list)  # folders (or broken links) whose contents we could not see
     folders: int = 0
 
 
@@ -203,11 +203,15 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
                         subfolders.append(path)
                     continue
                 if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES:
+                    if entry.is_symlink() and not os.path.exists(entry.path):  # a linked drive unplugged?
+                        report.problems.append(Problem(path, "broken symbolic link"))
+                        report.unreadable.append(path)
                     continue
                 yield Candidate(path, stat_key(entry.stat()), False, _listed_signature(entry.name, False, listed))
             except OSError as exc:
                 if entry.is_symlink() and exc.errno == errno.ENOENT:
                     report.problems.append(Problem(path, "broken symbolic link"))
+                    report.unreadable.append(path)  # its target may come back: no tombstone
                 else:
                     report.problems.append(Problem(path, _reason(exc)))
         stack.extend(reversed(subfolders))
