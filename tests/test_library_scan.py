@@ -108,6 +108,16 @@ def test_rescan_notices_a_sidecar_added_beside_an_unchanged_model(tmp_path, mode
     assert counting.reads() == reads
 
 
+def test_a_broken_sidecar_is_reported_by_the_scan(tmp_path, models):
+    (models / "dreamy.civitai.info").write_text('{"model": {"name": "Dreamy"}')  # cut-off download
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan(hashing=False))
+    found = [p for p in summary.problems if p.path == models / "dreamy.safetensors"]
+    assert len(found) == 1 and found[0].reason.startswith("dreamy.civitai.info: not valid JSON")
+    assert lib.catalog.get(models / "dreamy.safetensors").name == "dreamy"
+
+
 def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_path, models):
     lib, counting = _library(tmp_path)
     lib.add_folder(models)

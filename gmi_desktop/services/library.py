@@ -269,6 +269,8 @@ class Library:
                     summary.vanished.append(candidate.path)
                     summary.problems.append(Problem(candidate.path, "vanished before it could be read"))
                     continue
+                if info is not None:  # a sidecar that was ignored: the user may want to fix it
+                    summary.problems += [Problem(candidate.path, text) for text in info.problems]
                 sha = by_key.get(candidate.key) if facts.status == "ok" and not candidate.is_folder else None
                 summary.reused_hashes += sha is not None
                 batch.append((facts, root_id, sha))
