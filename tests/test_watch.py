@@ -143,6 +143,35 @@ def test_deleted_and_moved_files(setup):
     assert library.catalog.get(moved).status == "missing"
 
 
+def test_folder_copied_in_waits_for_the_files_still_being_written_inside_it(setup):
+    """A copier that sets the full size first (Windows Explorer, preallocating downloaders): the
+    header is valid at once while the data is still being written. The folder's own event must not
+    get its files probed and hashed before their own events have settled."""
+    folder, library, counting, clock, watcher, events = setup
+    sub = folder / "copied"
+    copy = write_checkpoint(sub / "copy.safetensors", "sd1", seed=7)
+    watcher.notify(sub, "created")
+    watcher.notify(copy, "created")
+    for step in range(4):
+        clock.advance(1.0)
+        with open(copy, "r+b") as handle:  # the copier writes on
+            handle.seek(-8, os.SEEK_END)
+            handle.write(bytes([step]) * 8)
+        watcher.notify(copy, "modified")
+        watcher.poll()
+        assert counting.probes["copy.safetensors"] == 0 and counting.hashes["copy.safetensors"] == 0
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    watcher.poll()
+    record = library.catalog.get(copy)
+    assert record.status == "ok" and record.sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert counting.hashes["copy.safetensors"] == 1
+    watcher.poll()  # now the folder: everything in it is recorded already, nothing is read again
+    assert watcher.pending() == []
+    assert counting.probes["copy.safetensors"] == 1 and counting.hashes["copy.safetensors"] == 1
+
+
 def test_folder_deleted_tombstones_everything_below_it(setup):
     folder, library, counting, clock, watcher, events = setup
     sub = folder / "sdxl"

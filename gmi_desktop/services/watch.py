@@ -11,7 +11,7 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
   the probe finds shorter than its header declares is recorded ``incomplete`` and never hashed;
 * what is gone is tombstoned; a move is processed as one when its destination has settled (the
   source's tombstone collapses into the destination, hash and specification kept); a folder moved
-  in is walked; a sidecar (``.civitai.info``,
+  or copied in is walked once no file below it is still settling; a sidecar (``.civitai.info``,
   ``.cm-info.json``, preview image) appearing or changing re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
@@ -171,6 +171,8 @@ class LibraryWatcher:
             if now - entry.last_event < self.debounce_s:
                 continue
             if not os.path.lexists(path) or os.path.isdir(path):
+                if os.path.isdir(path) and any(path in other.parents for other in self._pending):
+                    continue  # files inside it are still settling: they go first, the folder after
                 ready.append(path)
                 continue
             try:
