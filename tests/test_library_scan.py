@@ -388,6 +388,26 @@ def test_a_library_folder_inside_another_owns_what_its_scan_saw(tmp_path, models
     assert lib.catalog.get(models / "xl" / "big.safetensors").status == "missing"
 
 
+def test_two_scans_at_once_never_tombstone_files_that_exist(tmp_path, models):
+    """A scan that started earlier (lower generation) and marks files after a later scan did must
+    not make them look unseen to the later scan's sweep (e.g. the CLI scanning while the app's
+    watcher rescans)."""
+    lib_a, _ = _library(tmp_path)
+    lib_a.add_folder(models)
+    run(lib_a.scan(hashing=False))
+    write_checkpoint(models / "new.safetensors", "sd1", seed=9)
+    lib_b, _ = _library(tmp_path)
+    early = lib_a.scan(hashing=False)
+    next(early)  # the earlier scan has its generation and has listed the files
+    late = lib_b.scan(hashing=False)
+    while next(late).phase != "probing":  # the later scan has marked what it found unchanged
+        pass
+    run(early)
+    summary = run(late)
+    assert summary.tombstoned == []
+    assert "missing" not in {r.status for r in lib_b.catalog.files()}
+
+
 def test_ten_thousand_files_in_one_folder(tmp_path):
     folder = tmp_path / "embeddings"
     write_embedding(folder / "template.safetensors")

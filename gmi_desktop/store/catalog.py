@@ -253,7 +253,9 @@ class Catalog:
             if f[6] not in FILE_STATUSES:
                 raise ValueError(f"unknown file status {f[6]!r}")
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("root_id", "device", "inode", "size", "mtime_ns",
-                                                            *_FACT_COLUMNS, "sha256", "seen_generation", "last_seen"))
+                                                            *_FACT_COLUMNS, "sha256", "last_seen"))
+        # never lower: a scan that began earlier must not make the file unseen to a later one's sweep
+        updates += ", seen_generation = MAX(seen_generation, excluded.seen_generation)"
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO files (path, root_id, device, inode, size, mtime_ns, "
@@ -268,7 +270,8 @@ class Catalog:
         now = time.time()
         with self.transaction() as conn:
             conn.executemany(
-                "UPDATE files SET seen_generation = ?, last_seen = ?, root_id = COALESCE(?, root_id) WHERE id = ?",
+                "UPDATE files SET seen_generation = MAX(seen_generation, ?), last_seen = ?, "
+                "root_id = COALESCE(?, root_id) WHERE id = ?",
                 ((generation, now, root_id, i) for i in file_ids),
             )
 
