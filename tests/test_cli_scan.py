@@ -126,6 +126,23 @@ def test_terminal_progress_escapes_control_characters_in_file_names():
     assert "two\\nlines\\x1b[2J.safetensors" in out.getvalue()
 
 
+def test_table_columns_line_up_with_wide_and_combining_characters(tmp_path, capsys):
+    folder = tmp_path / "models"
+    write_checkpoint(folder / "国风模型.safetensors", "sd1", seed=5)
+    write_checkpoint(folder / "cafe\u0301.safetensors", "sd2", seed=6)  # "café" with a combining accent
+    write_checkpoint(folder / "plain.safetensors", "sd1", seed=7)
+    assert main(["scan", "--no-hash", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    import unicodedata
+
+    def width(text):
+        return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                   for c in text)
+
+    family_columns = {width(line.split("SD ")[0]) for line in lines[1:]}
+    assert family_columns == {width(lines[0].split("FAMILY")[0])}
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0

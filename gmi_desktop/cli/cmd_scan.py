@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.cli.progress import ScanProgress, printable
@@ -50,15 +51,32 @@ def family_text(record: FileRecord) -> str:
     return name if record.variant in (None, "normal") else f"{name} {record.variant}"
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: East Asian wide characters take two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns, with "…" where it was cut."""
+    if display_width(text) <= width:
+        return text
+    while display_width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
 def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
     rows = [("NAME", "FAMILY", "AUTOV2", "STATUS")]
     for r in records:
-        name = printable(r.name)
-        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+        name = _fit(printable(r.name), NAME_WIDTH)
         rows.append((name, printable(family_text(r)), r.autov2 or "-", printable(status_text(r, duplicates))))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(display_width(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
-        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
+        "  ".join(cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        for row in rows
     )
 
 
