@@ -70,6 +70,24 @@ def test_json_output_and_duplicates(ui_root, capsys):
     assert doc["summary"]["hashed"] == 3 and doc["problems"] == []
 
 
+def test_hard_links_and_file_links_are_not_counted_as_extra_copies(ui_root, capsys):
+    """They take no extra disk space: deleting one to save space would save nothing (or break a
+    link). Only separate files with the same content are duplicates."""
+    import os
+
+    models = ui_root / "models" / "Stable-diffusion"
+    os.link(models / "dreamy.safetensors", models / "dreamy-hardlink.safetensors")
+    (models / "dreamy-symlink.safetensors").symlink_to(models / "dreamy.safetensors")
+    assert main(["scan", "--json", str(ui_root)]) == 0
+    by_name = {f["name"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert {n: by_name[n]["duplicates"] for n in ("dreamy", "dreamy-hardlink", "dreamy-symlink")} == {
+        "dreamy": 0, "dreamy-hardlink": 0, "dreamy-symlink": 0}
+    shutil.copyfile(models / "dreamy.safetensors", models / "dreamy-copy.safetensors")
+    assert main(["scan", str(ui_root)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("(duplicate, 2 copies)") == 4 and "3 copies" not in table
+
+
 def test_no_hash_then_rescan_of_configured_roots(ui_root, capsys):
     assert main(["scan", "--no-hash", "--json", str(ui_root)]) == 0
     first = json.loads(capsys.readouterr().out)

@@ -34,6 +34,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
+def copies_of(groups: list[list[FileRecord]]) -> dict[str, int]:
+    """``sha256 -> copies`` for content held by two separate files or more. Hard links and
+    symbolic links to one file share its (device, inode): they are one copy on disk."""
+    counts = {group[0].sha256: len({r.key[:2] for r in group}) for group in groups}
+    return {sha: n for sha, n in counts.items() if n > 1}
+
+
 def status_text(record: FileRecord, duplicates: dict[str, int]) -> str:
     if not record.reason or record.reason.startswith(f"{record.status}:"):
         text = record.reason or record.status
@@ -127,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
             progress.close()
         root_ids = {r.id for r in roots}
         records = [r for r in catalog.files() if r.root_id in root_ids]
-        duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}
+        duplicates = copies_of(catalog.duplicates())
     for problem in summary.problems:
         print(f"problem: {printable(os.fspath(problem.path))}: {printable(problem.reason)}", file=sys.stderr)
     print(
