@@ -253,6 +253,21 @@ def test_sidecar_appearing_later_rereads_the_model_beside_it(setup):
     assert counting.hashes["existing.safetensors"] == 1  # content unchanged: not hashed again
 
 
+def test_sidecar_deleted_rereads_the_model_beside_it(setup):
+    folder, library, counting, clock, watcher, events = setup
+    model = folder / "existing.safetensors"
+    info = folder / "existing.civitai.info"
+    info.write_text(json.dumps({"stats": {"downloadCount": 4242}, "model": {"name": "Existing"}}))
+    run(library.scan())
+    assert library.catalog.get(model).name == "Existing"
+    info.unlink()
+    watcher.notify(info, "deleted")
+    clock.advance(1.6)
+    assert _kinds(watcher.poll()) == [("updated", "existing.safetensors", "ok")]
+    record = library.catalog.get(model)
+    assert record.download_count is None and record.name == "existing"
+
+
 def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):
     """The way the app uses it: the watcher (and its catalog connection) lives in a worker thread;
     another connection reads the catalog meanwhile (WAL)."""

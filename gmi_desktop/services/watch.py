@@ -12,7 +12,7 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
 * what is gone is tombstoned; a move is processed as one when its destination has settled (the
   source's tombstone collapses into the destination, hash and specification kept); a folder moved
   or copied in is walked once no file below it is still settling; a sidecar (``.civitai.info``,
-  ``.cm-info.json``, preview image) appearing or changing re-reads the model beside it;
+  ``.cm-info.json``, preview image) appearing, changing or deleted re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
   event.
@@ -193,8 +193,8 @@ class LibraryWatcher:
         wanted = [p for p in ready if not os.path.isfile(p) or p.suffix.lower() in MODEL_SUFFIXES] + sources
         if wanted:
             self._refresh(wanted, events)
-        described = sorted({m for p in ready if os.path.isfile(p) for m in models_beside_sidecar(p)} - set(wanted))
-        if described:  # a sidecar appeared or changed: the model's name, preview or downloads may have
+        described = sorted({m for p in ready if not os.path.isdir(p) for m in models_beside_sidecar(p)} - set(wanted))
+        if described:  # a sidecar appeared, changed or went: the model's name, preview or downloads may have
             self._refresh(described, events)
         return events
 
