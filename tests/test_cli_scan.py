@@ -161,6 +161,20 @@ def test_table_columns_line_up_with_wide_and_combining_characters(tmp_path, caps
     assert family_columns == {width(lines[0].split("FAMILY")[0])}
 
 
+def test_json_stays_valid_utf8_with_a_file_name_that_is_not(tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "models"
+    write_checkpoint(folder / "fine.safetensors", "sd1", seed=8)
+    write_lora(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.safetensors")))
+    assert main(["scan", "--json", str(folder)]) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # strict: a UTF-8 terminal or a JSON reader gets valid text
+    problems = json.loads(out)["problems"]
+    assert problems == [{"path": str(folder / "caf\\udce9.safetensors"),
+                         "reason": "the name is not valid UTF-8 text; rename it"}]
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0

@@ -273,6 +273,25 @@ def test_truncated_mid_copy_then_completed(tmp_path, models):
     assert done.sha256 == _sha(source)
 
 
+def test_names_that_are_not_valid_text_are_reported_and_the_scan_goes_on(tmp_path, models):
+    """Linux file names are bytes: an old zip can leave Latin-1 or GBK names that are not UTF-8.
+    The catalog stores text, so such a file is reported (rename it) instead of failing the scan."""
+    bad_file = os.fsdecode(os.fsencode(models) + b"/caf\xe9.safetensors")
+    write_checkpoint(Path(bad_file), "sd1", seed=11)
+    bad_folder = Path(os.fsdecode(os.fsencode(models) + b"/\xc4\xa3\xd0\xcd"))  # GBK bytes
+    write_checkpoint(bad_folder / "inside.safetensors", "sd1", seed=12)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan())
+    reasons = {p.path: p.reason for p in summary.problems}
+    hint = "the name is not valid UTF-8 text; rename it"
+    assert reasons == {Path(bad_file): hint, bad_folder: hint}
+    assert lib.catalog.get(models / "dreamy.safetensors").sha256 is not None
+    assert summary.seen == 5
+    with pytest.raises(UserInputError, match="not valid UTF-8"):
+        lib.add_folder(bad_folder)
+
+
 def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     (models / "xl" / "back_to_top").symlink_to(models, target_is_directory=True)
     (models / "self.safetensors").symlink_to(models / "self.safetensors")

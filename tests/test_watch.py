@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -266,6 +267,20 @@ def test_sidecar_deleted_rereads_the_model_beside_it(setup):
     assert _kinds(watcher.poll()) == [("updated", "existing.safetensors", "ok")]
     record = library.catalog.get(model)
     assert record.download_count is None and record.name == "existing"
+
+
+def test_a_file_named_with_bytes_that_are_not_utf8_does_not_break_the_watcher(setup):
+    folder, library, counting, clock, watcher, events = setup
+    bad = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.safetensors")
+    write_checkpoint(Path(bad), "sd1", seed=13)
+    watcher.notify(bad, "created")
+    good = write_checkpoint(folder / "good.safetensors", "sd1", seed=14)
+    watcher.notify(good, "created")
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    assert _kinds(watcher.poll()) == [("updated", "good.safetensors", "ok")]
+    assert watcher.pending() == []
 
 
 def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):

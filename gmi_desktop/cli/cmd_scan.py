@@ -87,6 +87,11 @@ def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
     )
 
 
+def _valid_text(text: str) -> str:
+    """A name holding bytes that are not UTF-8 (lone surrogates) with those written as ``\\udcXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: ScanSummary) -> dict:
     return {
         "files": [
@@ -108,7 +113,7 @@ def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: Scan
             "tombstoned": [os.fspath(p) for p in summary.tombstoned],
             "moved": [[os.fspath(a), os.fspath(b)] for a, b in summary.moved],
         },
-        "problems": [{"path": os.fspath(p.path), "reason": p.reason} for p in summary.problems],
+        "problems": [{"path": _valid_text(os.fspath(p.path)), "reason": p.reason} for p in summary.problems],
     }
 
 

@@ -33,11 +33,13 @@ from gmi_desktop.core.errors import Cancelled, IncompleteFile, UserInputError
 from gmi_desktop.services.library_read import default_workers, read_many
 from gmi_desktop.services.library_walk import (
     MODEL_SUFFIXES,
+    NOT_TEXT,
     Candidate,
     Problem,
     WalkReport,
     checkpoint_dirs,
     folder_key,
+    is_text,
     sidecar_signature,
     walk,
 )
@@ -131,6 +133,8 @@ class Library:
     # -- library folders ------------------------------------------------------------------------
     def add_folder(self, path: str | os.PathLike[str]) -> Root:
         folder = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        if not is_text(os.fspath(folder)):
+            raise UserInputError(folder, NOT_TEXT)
         if not folder.exists():
             raise UserInputError(folder, "no such folder")
         if not folder.is_dir():
@@ -200,6 +204,8 @@ class Library:
         gone: list[tuple[int, Path]] = []
         for raw in paths:
             path = Path(os.path.abspath(os.fspath(raw)))
+            if not is_text(os.fspath(path)):
+                continue  # never catalogued (the scan reports it)
             owner = next((root for folder, root in folders if path == folder or folder in path.parents), None)
             if owner is None:
                 continue

@@ -40,6 +40,17 @@ KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 SIDECAR_ENDINGS = (".civitai.info", ".cm-info.json", ".preview.png", ".preview.jpg", ".preview.jpeg",
                    ".preview.webp", ".png", ".jpg", ".jpeg", ".webp")
 INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
+NOT_TEXT = "the name is not valid UTF-8 text; rename it"
+
+
+def is_text(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python keeps them as lone surrogates):
+    the catalog stores paths as text and cannot hold it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,10 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
         subfolders = []
         for entry in entries:
             path = Path(entry.path)
+            if not is_text(entry.name):
+                if entry.is_dir() or os.path.splitext(entry.name)[1].lower() in MODEL_SUFFIXES:
+                    report.problems.append(Problem(path, NOT_TEXT))
+                continue
             try:
                 is_dir = entry.is_dir()
                 if is_dir:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.services.library import Library, run
-from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, models_beside_sidecar
+from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, is_text, models_beside_sidecar
 from gmi_desktop.store.hashing import StatKey, stat_key
 
 
@@ -207,6 +207,8 @@ class LibraryWatcher:
         for old, new in summary.moved:
             self._emit(events, WatchEvent("updated", new, f"moved from {old}"))
         for path in paths:
+            if not is_text(os.fspath(path)):
+                continue  # cannot be in the catalog; the scan reports its name
             record = self.library.catalog.get(path)
             if record is not None and record.status != "missing":
                 self._emit(events, WatchEvent("updated", path, record.status))
