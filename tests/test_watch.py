@@ -40,6 +40,9 @@ class FailingObserver:
     def start(self):
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
+    def stop(self):
+        return None
+
 
 @pytest.fixture
 def setup(tmp_path):
@@ -226,6 +229,41 @@ def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
     clock.advance(30)
     assert _kinds(watcher.poll()) == [("rescanned", None, "2 files, 1 new or changed")]
     assert library.catalog.get(folder / "unwatched.safetensors").status == "ok"
+
+
+def test_watch_limit_hit_by_the_second_folder_releases_the_first_folder_s_watch(tmp_path):
+    """The real observer: the first folder's emitter starts (thread, inotify watches), the second
+    hits the limit. Falling back must stop the first, or its thread and watches stay for good."""
+    from watchdog.observers import Observer
+    from watchdog.observers.inotify import InotifyEmitter
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_checkpoint(first / "one.safetensors", "sd1", seed=1)
+    write_checkpoint(second / "two.safetensors", "sd1", seed=2)
+
+    class LimitedEmitter(InotifyEmitter):
+        def on_thread_start(self):
+            if self.watch.path == os.fspath(second):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+            super().on_thread_start()
+
+    with Catalog(tmp_path / "catalog.sqlite3") as catalog:
+        library = Library(catalog)
+        library.add_folder(first)
+        library.add_folder(second)
+        made = []
+
+        def factory():
+            observer = Observer()
+            observer._emitter_class = LimitedEmitter
+            made.append(observer)
+            return observer
+
+        watcher = LibraryWatcher(library, observer_factory=factory)
+        assert watcher.start() == "polling"
+        emitters = [t for t in threading.enumerate() if isinstance(t, InotifyEmitter)]
+        assert emitters == [] and made[0].emitters == set()
+        watcher.stop()
 
 
 def test_observer_dying_later_also_falls_back(setup):

@@ -88,6 +88,7 @@ class LibraryWatcher:
     def start(self) -> str:
         """Start watching the library's checkpoint folders; returns the mode it ended in."""
         self._last_rescan = self.clock()
+        observer = None
         try:
             observer = self._observer_factory()
             handler = _make_handler(self.notify)
@@ -95,6 +96,8 @@ class LibraryWatcher:
                 observer.schedule(handler, os.fspath(folder), recursive=True)
             observer.start()
         except OSError as exc:
+            if observer is not None:  # folders whose watch did start must not keep it (and its thread)
+                observer.stop()
             self._fall_back(exc)
             return self.mode
         self._observer = observer
