@@ -216,6 +216,26 @@ def test_real_observer_reports_created_and_deleted_files(setup):
     assert library.catalog.get(new).status == "missing"
 
 
+def test_a_watched_folder_that_goes_away_falls_back_to_rescans(setup):
+    """inotify ends the watch of a deleted (or unmounted) folder and watchdog stops that emitter
+    while the observer lives on: without noticing, a folder that comes back is never watched."""
+    import shutil
+
+    folder, library, counting, clock, watcher, events = setup
+    assert watcher.start() == "watching"
+    emitter = next(iter(watcher._observer.emitters))
+    shutil.rmtree(folder)
+    emitter.join(10)
+    assert not emitter.is_alive()
+    watcher.poll()
+    assert watcher.mode == "polling"
+    assert events[-1].kind == "fallback" and "stopped watching" in events[-1].detail
+    write_checkpoint(folder / "back.safetensors", "sd1", seed=3)  # the drive is back
+    clock.advance(60)
+    assert _kinds(watcher.poll())[-1] == ("rescanned", None, "1 files, 1 new or changed")
+    assert library.catalog.get(folder / "back.safetensors").status == "ok"
+
+
 def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
     folder, library, counting, clock, _, events = setup
     watcher = LibraryWatcher(library, poll_interval_s=60, clock=clock, observer_factory=FailingObserver,

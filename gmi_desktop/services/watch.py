@@ -163,6 +163,12 @@ class LibraryWatcher:
         if self.mode == "watching" and self._observer is not None and not self._observer.is_alive():
             self._observer = None
             self._fall_back(OSError("the file-system observer stopped"))
+        elif self.mode == "watching" and self._observer is not None and not all(
+                e.is_alive() for e in getattr(self._observer, "emitters", ())):
+            # inotify ends the watch of a folder that was deleted or unmounted; one that comes back
+            # would never be watched again
+            self.stop()
+            self._fall_back(OSError("stopped watching a library folder (deleted or unmounted)"))
         self._drain()
         now = self.clock()
         if self.mode == "polling" and now - self._last_rescan >= self.poll_interval_s:
