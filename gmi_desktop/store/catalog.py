@@ -134,6 +134,19 @@ def _record(row: Sequence) -> FileRecord:
     )
 
 
+def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> str:
+    """``PRAGMA journal_mode = WAL``. SQLite answers "locked" at once, without the busy handler,
+    while another connection is creating a new catalog: wait for it like for any busy lock."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Catalog:
     """Open (creating and migrating as needed) the catalog at ``path`` (default: the data dir)."""
 
@@ -144,7 +157,7 @@ class Catalog:
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.journal_mode = _set_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self.version = migrate(conn, self.path)
