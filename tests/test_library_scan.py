@@ -292,6 +292,19 @@ def test_names_that_are_not_valid_text_are_reported_and_the_scan_goes_on(tmp_pat
         lib.add_folder(bad_folder)
 
 
+def test_macos_appledouble_files_beside_models_are_not_listed(tmp_path, models):
+    """macOS writes ``._<name>`` (AppleDouble: resource fork, Finder info) next to every file it
+    copies to an exFAT/FAT drive. They are not models: no "invalid" row for each checkpoint."""
+    (models / "._dreamy.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + bytes(4088))
+    (models / "xl" / "._big.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + bytes(4088))
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan(hashing=False))
+    assert summary.seen == 5 and summary.problems == []
+    run(lib.refresh([models / "._dreamy.safetensors"]))  # what the watcher does on its event
+    assert not [r for r in lib.catalog.files() if r.path.name.startswith("._")]
+
+
 def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     (models / "xl" / "back_to_top").symlink_to(models, target_is_directory=True)
     (models / "self.safetensors").symlink_to(models / "self.safetensors")

@@ -237,7 +237,7 @@ class Library:
                 if (path / "model_index.json").is_file():
                     return [Candidate(path, folder_key(path, os.stat(path)), True, sidecar_signature(path, True))]
                 return list(walk(path, report, {}))
-            if path.suffix.lower() in MODEL_SUFFIXES:
+            if path.suffix.lower() in MODEL_SUFFIXES and not path.name.startswith("._"):
                 return [Candidate(path, stat_key(os.stat(path)), False, sidecar_signature(path))]
         except OSError as exc:
             report.problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))

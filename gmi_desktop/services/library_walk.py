@@ -217,7 +217,8 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
                     else:
                         subfolders.append(path)
                     continue
-                if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES:
+                if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES or entry.name.startswith("._"):
+                    # "._name": macOS AppleDouble metadata beside each file copied to FAT/exFAT
                     if entry.is_symlink() and not os.path.exists(entry.path):  # a linked drive unplugged?
                         report.problems.append(Problem(path, "broken symbolic link"))
                         report.unreadable.append(path)
