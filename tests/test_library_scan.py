@@ -305,6 +305,51 @@ def test_macos_appledouble_files_beside_models_are_not_listed(tmp_path, models):
     assert not [r for r in lib.catalog.files() if r.path.name.startswith("._")]
 
 
+def test_listing_where_scandir_gives_no_inode_still_keys_files_by_their_inode(tmp_path, models, monkeypatch):
+    """On Windows ``DirEntry.stat()`` leaves ``st_ino``/``st_dev`` at 0 (documented); the probe's
+    ``fstat`` has the real ones. Keys from the listing must still match, or every file looks
+    "changed while read" and nothing is ever hashed."""
+    import gmi_desktop.services.library_walk as library_walk
+
+    real_scandir = os.scandir
+
+    class WindowsLikeEntry:
+        def __init__(self, entry):
+            self._entry = entry
+            self.name, self.path = entry.name, entry.path
+
+        def is_dir(self):
+            return self._entry.is_dir()
+
+        def is_symlink(self):
+            return self._entry.is_symlink()
+
+        def stat(self):
+            st = self._entry.stat()
+            return os.stat_result((st.st_mode, 0, 0, 0, st.st_uid, st.st_gid, st.st_size, int(st.st_atime),
+                                   int(st.st_mtime), int(st.st_ctime), st.st_atime, st.st_mtime, st.st_ctime,
+                                   st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
+
+    class WindowsLikeScandir:
+        def __init__(self, path):
+            self._it = real_scandir(path)
+
+        def __enter__(self):
+            return (WindowsLikeEntry(e) for e in self._it)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr(library_walk.os, "scandir", WindowsLikeScandir)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    dreamy = lib.catalog.get(models / "dreamy.safetensors")
+    assert dreamy.status == "ok" and dreamy.sha256 is not None
+    assert dreamy.key == tuple(getattr(os.stat(models / "dreamy.safetensors"), a)
+                               for a in ("st_dev", "st_ino", "st_size", "st_mtime_ns"))
+
+
 def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     (models / "xl" / "back_to_top").symlink_to(models, target_is_directory=True)
     (models / "self.safetensors").symlink_to(models / "self.safetensors")

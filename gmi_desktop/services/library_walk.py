@@ -155,6 +155,13 @@ def folder_key(folder: Path, st: os.stat_result) -> StatKey:
     return (st.st_dev, st.st_ino, size, newest)
 
 
+def _entry_stat(entry: os.DirEntry) -> os.stat_result:
+    """The entry's stat with a real device and inode: on Windows ``DirEntry.stat()`` leaves them
+    at 0, and a key without them would never match the probe's ``fstat``."""
+    st = entry.stat()
+    return st if st.st_ino else os.stat(entry.path)
+
+
 def _reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
@@ -210,7 +217,7 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
                     if entry.name.startswith("."):
                         continue
                     if os.path.isfile(os.path.join(entry.path, "model_index.json")):
-                        dst = entry.stat()
+                        dst = _entry_stat(entry)
                         yield Candidate(path, folder_key(path, dst), True, _listed_signature(entry.name, True, listed))
                     elif links is not None and entry.is_symlink():
                         links.append(path)
@@ -223,7 +230,7 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
                         report.problems.append(Problem(path, "broken symbolic link"))
                         report.unreadable.append(path)
                     continue
-                yield Candidate(path, stat_key(entry.stat()), False, _listed_signature(entry.name, False, listed))
+                yield Candidate(path, stat_key(_entry_stat(entry)), False, _listed_signature(entry.name, False, listed))
             except OSError as exc:
                 if entry.is_symlink() and exc.errno == errno.ENOENT:
                     report.problems.append(Problem(path, "broken symbolic link"))
