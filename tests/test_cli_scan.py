@@ -98,6 +98,13 @@ def test_no_hash_then_rescan_of_configured_roots(ui_root, capsys):
     assert {f["name"] for f in second["files"] if f["autov2"]} == {"dreamy", "big_inpaint"}
 
 
+def test_the_same_folder_given_twice_is_scanned_once_without_a_problem(ui_root, capsys):
+    assert main(["scan", "--no-hash", "--json", str(ui_root), str(ui_root) + "/"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["problems"] == [] and len(doc["summary"]["folders"]) == 1
+    assert doc["summary"]["roots"] == [str(ui_root)] and doc["summary"]["seen"] == 4
+
+
 def test_bad_folder_exits_2_with_one_line(tmp_path, capsys):
     assert main(["scan", str(tmp_path / "nope")]) == 2
     out, err = capsys.readouterr()

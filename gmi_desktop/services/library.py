@@ -155,7 +155,7 @@ class Library:
     def scan(self, roots: Iterable[Root] | None = None, *, hashing: bool = True,
              cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Scan ``roots`` (default: every library folder); see the module docstring."""
-        roots = list(self.catalog.roots() if roots is None else roots)
+        roots = list(dict.fromkeys(self.catalog.roots() if roots is None else roots))  # each once
         summary = ScanSummary(roots=[r.path for r in roots])
         generation = self.catalog.next_generation()
         report = WalkReport()
