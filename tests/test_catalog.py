@@ -146,3 +146,31 @@ def test_killed_process_mid_transaction_leaves_a_consistent_catalog(tmp_path):
         assert catalog.integrity_ok()
         assert [(r.path.name, r.status) for r in catalog.files()] == [("keep.safetensors", "ok")]
         assert catalog.roots() == []
+
+
+def test_catalogs_opened_at_once_on_a_new_file_all_open(tmp_path):
+    """The app's threads (or the app and the CLI) opening the catalog for the first time together:
+    the one that loses the race to create the tables must find them made, not fail."""
+    import threading
+
+    for attempt in range(8):
+        path = tmp_path / f"race{attempt}" / "catalog.sqlite3"
+        barrier = threading.Barrier(4)
+        errors: list[str] = []
+
+        def open_it(path=path, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                with Catalog(path) as catalog:
+                    assert catalog.version == LATEST
+            except CatalogError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with Catalog(path) as catalog:
+            assert catalog.schema_version() == LATEST and catalog.integrity_ok()

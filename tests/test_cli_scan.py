@@ -70,6 +70,24 @@ def test_json_output_and_duplicates(ui_root, capsys):
     assert doc["summary"]["hashed"] == 3 and doc["problems"] == []
 
 
+def test_hard_links_and_file_links_are_not_counted_as_extra_copies(ui_root, capsys):
+    """They take no extra disk space: deleting one to save space would save nothing (or break a
+    link). Only separate files with the same content are duplicates."""
+    import os
+
+    models = ui_root / "models" / "Stable-diffusion"
+    os.link(models / "dreamy.safetensors", models / "dreamy-hardlink.safetensors")
+    (models / "dreamy-symlink.safetensors").symlink_to(models / "dreamy.safetensors")
+    assert main(["scan", "--json", str(ui_root)]) == 0
+    by_name = {f["name"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert {n: by_name[n]["duplicates"] for n in ("dreamy", "dreamy-hardlink", "dreamy-symlink")} == {
+        "dreamy": 0, "dreamy-hardlink": 0, "dreamy-symlink": 0}
+    shutil.copyfile(models / "dreamy.safetensors", models / "dreamy-copy.safetensors")
+    assert main(["scan", str(ui_root)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("(duplicate, 2 copies)") == 4 and "3 copies" not in table
+
+
 def test_no_hash_then_rescan_of_configured_roots(ui_root, capsys):
     assert main(["scan", "--no-hash", "--json", str(ui_root)]) == 0
     first = json.loads(capsys.readouterr().out)
@@ -78,6 +96,13 @@ def test_no_hash_then_rescan_of_configured_roots(ui_root, capsys):
     second = json.loads(capsys.readouterr().out)
     assert second["summary"]["unchanged"] == 4 and second["summary"]["hashed"] == 2
     assert {f["name"] for f in second["files"] if f["autov2"]} == {"dreamy", "big_inpaint"}
+
+
+def test_the_same_folder_given_twice_is_scanned_once_without_a_problem(ui_root, capsys):
+    assert main(["scan", "--no-hash", "--json", str(ui_root), str(ui_root) + "/"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["problems"] == [] and len(doc["summary"]["folders"]) == 1
+    assert doc["summary"]["roots"] == [str(ui_root)] and doc["summary"]["seen"] == 4
 
 
 def test_bad_folder_exits_2_with_one_line(tmp_path, capsys):
@@ -99,6 +124,62 @@ def test_problems_go_to_stderr_and_the_scan_still_succeeds(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert f"problem: {folder / 'loop'}: symlink loop back to {folder}" in err
     assert out.splitlines()[1].startswith("fine  SD 2.x")
+
+
+def test_control_characters_in_names_cannot_break_the_table_or_the_terminal(tmp_path, capsys):
+    folder = tmp_path / "models"
+    write_lora(folder / "two\nlines.safetensors")
+    write_checkpoint(folder / "tricky.safetensors", "sd1", seed=4)
+    (folder / "tricky.civitai.info").write_text(json.dumps({"model": {"name": "Red\x1b[31mAlert\u202e"}}))
+    assert main(["scan", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert lines[1].startswith("Red\\x1b[31mAlert\\u202e  SD 1.x")
+    assert lines[2].startswith("two\\nlines              lora")
+    assert "\x1b" not in out and "\u202e" not in out
+    assert main(["scan", "--json", str(folder)]) == 0
+    names = sorted(f["name"] for f in json.loads(capsys.readouterr().out)["files"])
+    assert names == ["Red\x1b[31mAlert\u202e", "two\nlines"]  # JSON keeps the real names
+
+
+def test_terminal_progress_escapes_control_characters_in_file_names():
+    out = Terminal()
+    progress = ScanProgress(out, clock=FakeClock(), width=80)
+    progress(ScanEvent("probing", 1, 2, Path("two\nlines\x1b[2J.safetensors")))
+    assert "\n" not in out.getvalue() and "\x1b[2J" not in out.getvalue()
+    assert "two\\nlines\\x1b[2J.safetensors" in out.getvalue()
+
+
+def test_table_columns_line_up_with_wide_and_combining_characters(tmp_path, capsys):
+    folder = tmp_path / "models"
+    write_checkpoint(folder / "国风模型.safetensors", "sd1", seed=5)
+    write_checkpoint(folder / "cafe\u0301.safetensors", "sd2", seed=6)  # "café" with a combining accent
+    write_checkpoint(folder / "plain.safetensors", "sd1", seed=7)
+    assert main(["scan", "--no-hash", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    import unicodedata
+
+    def width(text):
+        return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                   for c in text)
+
+    family_columns = {width(line.split("SD ")[0]) for line in lines[1:]}
+    assert family_columns == {width(lines[0].split("FAMILY")[0])}
+
+
+def test_json_stays_valid_utf8_with_a_file_name_that_is_not(tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "models"
+    write_checkpoint(folder / "fine.safetensors", "sd1", seed=8)
+    write_lora(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.safetensors")))
+    assert main(["scan", "--json", str(folder)]) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # strict: a UTF-8 terminal or a JSON reader gets valid text
+    problems = json.loads(out)["problems"]
+    assert problems == [{"path": str(folder / "caf\\udce9.safetensors"),
+                         "reason": "the name is not valid UTF-8 text; rename it"}]
 
 
 class FakeClock:

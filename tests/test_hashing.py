@@ -109,3 +109,50 @@ def test_cancel_raises_cancelled(tmp_path):
 def test_missing_file_raises_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         hash_file(tmp_path / "nope.safetensors")
+
+
+def _hash_in_thread(path, **kw):
+    """hash_file in a thread; if it blocks (a FIFO without a writer), a writer is attached to free
+    it so the test fails instead of hanging."""
+    import threading
+
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = hash_file(path, **kw)
+        except (OSError, IncompleteFile) as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(5)
+    blocked = thread.is_alive()
+    if blocked:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    return blocked, outcome
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    blocked, outcome = _hash_in_thread(fifo)
+    assert not blocked
+    assert isinstance(outcome.get("error"), OSError) and "not a regular file" in str(outcome["error"])
+
+
+def test_a_file_swapped_for_a_fifo_after_its_stat_does_not_block(tmp_path, monkeypatch):
+    """The race the probe guards against too: the path is a regular file when stat'ed and a FIFO
+    when opened. The open must not block; the changed identity means the file is not hashed."""
+    from gmi_desktop.store import hashing
+
+    regular = tmp_path / "model.safetensors"
+    regular.write_bytes(b"x" * 100)
+    fifo = tmp_path / "swapped.safetensors"
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    monkeypatch.setattr(hashing.os, "stat", lambda p, *a, **k: real_stat(regular if p == fifo else p, *a, **k))
+    blocked, outcome = _hash_in_thread(fifo, retries=0)
+    assert not blocked
+    assert isinstance(outcome.get("error"), IncompleteFile)

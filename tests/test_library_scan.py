@@ -108,6 +108,16 @@ def test_rescan_notices_a_sidecar_added_beside_an_unchanged_model(tmp_path, mode
     assert counting.reads() == reads
 
 
+def test_a_broken_sidecar_is_reported_by_the_scan(tmp_path, models):
+    (models / "dreamy.civitai.info").write_text('{"model": {"name": "Dreamy"}')  # cut-off download
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan(hashing=False))
+    found = [p for p in summary.problems if p.path == models / "dreamy.safetensors"]
+    assert len(found) == 1 and found[0].reason.startswith("dreamy.civitai.info: not valid JSON")
+    assert lib.catalog.get(models / "dreamy.safetensors").name == "dreamy"
+
+
 def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_path, models):
     lib, counting = _library(tmp_path)
     lib.add_folder(models)
@@ -124,6 +134,17 @@ def test_renamed_file_keeps_its_hash_and_specification_without_rehashing(tmp_pat
     assert summary.moved == [(models / "dreamy.safetensors", models / "renamed" / "Dreamy v2.safetensors")]
     assert lib.catalog.get(models / "dreamy.safetensors") is None
     assert lib.catalog.spec_ref(moved.sha256) == "specs/dreamy.gmispec"
+
+
+def test_a_move_is_reported_to_where_the_file_went_not_to_an_older_copy(tmp_path, models):
+    shutil.copyfile(models / "dreamy.safetensors", models / "a_backup.safetensors")
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    (models / "z").mkdir()
+    os.rename(models / "dreamy.safetensors", models / "z" / "dreamy.safetensors")
+    summary = run(lib.scan())
+    assert summary.moved == [(models / "dreamy.safetensors", models / "z" / "dreamy.safetensors")]
 
 
 def test_file_moved_by_copy_and_delete_is_recognised_by_its_hash(tmp_path, models):
@@ -252,6 +273,83 @@ def test_truncated_mid_copy_then_completed(tmp_path, models):
     assert done.sha256 == _sha(source)
 
 
+def test_names_that_are_not_valid_text_are_reported_and_the_scan_goes_on(tmp_path, models):
+    """Linux file names are bytes: an old zip can leave Latin-1 or GBK names that are not UTF-8.
+    The catalog stores text, so such a file is reported (rename it) instead of failing the scan."""
+    bad_file = os.fsdecode(os.fsencode(models) + b"/caf\xe9.safetensors")
+    write_checkpoint(Path(bad_file), "sd1", seed=11)
+    bad_folder = Path(os.fsdecode(os.fsencode(models) + b"/\xc4\xa3\xd0\xcd"))  # GBK bytes
+    write_checkpoint(bad_folder / "inside.safetensors", "sd1", seed=12)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan())
+    reasons = {p.path: p.reason for p in summary.problems}
+    hint = "the name is not valid UTF-8 text; rename it"
+    assert reasons == {Path(bad_file): hint, bad_folder: hint}
+    assert lib.catalog.get(models / "dreamy.safetensors").sha256 is not None
+    assert summary.seen == 5
+    with pytest.raises(UserInputError, match="not valid UTF-8"):
+        lib.add_folder(bad_folder)
+
+
+def test_macos_appledouble_files_beside_models_are_not_listed(tmp_path, models):
+    """macOS writes ``._<name>`` (AppleDouble: resource fork, Finder info) next to every file it
+    copies to an exFAT/FAT drive. They are not models: no "invalid" row for each checkpoint."""
+    (models / "._dreamy.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + bytes(4088))
+    (models / "xl" / "._big.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + bytes(4088))
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    summary = run(lib.scan(hashing=False))
+    assert summary.seen == 5 and summary.problems == []
+    run(lib.refresh([models / "._dreamy.safetensors"]))  # what the watcher does on its event
+    assert not [r for r in lib.catalog.files() if r.path.name.startswith("._")]
+
+
+def test_listing_where_scandir_gives_no_inode_still_keys_files_by_their_inode(tmp_path, models, monkeypatch):
+    """On Windows ``DirEntry.stat()`` leaves ``st_ino``/``st_dev`` at 0 (documented); the probe's
+    ``fstat`` has the real ones. Keys from the listing must still match, or every file looks
+    "changed while read" and nothing is ever hashed."""
+    import gmi_desktop.services.library_walk as library_walk
+
+    real_scandir = os.scandir
+
+    class WindowsLikeEntry:
+        def __init__(self, entry):
+            self._entry = entry
+            self.name, self.path = entry.name, entry.path
+
+        def is_dir(self):
+            return self._entry.is_dir()
+
+        def is_symlink(self):
+            return self._entry.is_symlink()
+
+        def stat(self):
+            st = self._entry.stat()
+            return os.stat_result((st.st_mode, 0, 0, 0, st.st_uid, st.st_gid, st.st_size, int(st.st_atime),
+                                   int(st.st_mtime), int(st.st_ctime), st.st_atime, st.st_mtime, st.st_ctime,
+                                   st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
+
+    class WindowsLikeScandir:
+        def __init__(self, path):
+            self._it = real_scandir(path)
+
+        def __enter__(self):
+            return (WindowsLikeEntry(e) for e in self._it)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr(library_walk.os, "scandir", WindowsLikeScandir)
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan())
+    dreamy = lib.catalog.get(models / "dreamy.safetensors")
+    assert dreamy.status == "ok" and dreamy.sha256 is not None
+    assert dreamy.key == tuple(getattr(os.stat(models / "dreamy.safetensors"), a)
+                               for a in ("st_dev", "st_ino", "st_size", "st_mtime_ns"))
+
+
 def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     (models / "xl" / "back_to_top").symlink_to(models, target_is_directory=True)
     (models / "self.safetensors").symlink_to(models / "self.safetensors")
@@ -265,6 +363,45 @@ def test_symlink_loops_are_reported_not_fatal(tmp_path, models):
     assert reasons["dangling.safetensors"] == "broken symbolic link"
     assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
     assert summary.seen == 5
+
+
+def test_a_folder_reached_by_a_link_and_by_its_real_path_is_catalogued_at_its_real_path(tmp_path, models):
+    """Whatever sorts first, the link or the real folder, and in whatever order the library
+    folders are given: the real path wins, so rescans do not flip files between the two paths."""
+    (models / "a_link_to_xl").symlink_to(models / "xl", target_is_directory=True)
+    other = tmp_path / "a_other"
+    other.mkdir()
+    (other / "xl_again").symlink_to(models / "xl", target_is_directory=True)
+    lib, _ = _library(tmp_path)
+    roots = [lib.add_folder(other), lib.add_folder(models)]
+    for order in (roots, roots[::-1], None):
+        summary = run(lib.scan(order, hashing=False))
+        assert lib.catalog.get(models / "xl" / "big.safetensors").status == "ok"
+        assert lib.catalog.get(models / "a_link_to_xl" / "big.safetensors") is None
+        assert lib.catalog.get(other / "xl_again" / "big.safetensors") is None
+        assert summary.tombstoned == [] and summary.moved == []
+        reasons = {p.path.name: p.reason for p in summary.problems}
+        assert reasons["a_link_to_xl"] == f"same folder as {models / 'xl'}, scanned once"
+        assert reasons["xl_again"] == f"same folder as {models / 'xl'}, scanned once"
+
+
+def test_a_linked_folder_whose_drive_is_unplugged_is_reported_and_its_files_kept(tmp_path, models):
+    drive = tmp_path / "drive"
+    write_checkpoint(drive / "far.safetensors", "sd1", seed=5)
+    (models / "external").symlink_to(drive, target_is_directory=True)
+    (models / "far_file.safetensors").symlink_to(drive / "far.safetensors")
+    lib, _ = _library(tmp_path)
+    lib.add_folder(models)
+    run(lib.scan(hashing=False))
+    assert lib.catalog.get(models / "external" / "far.safetensors").status == "ok"
+    drive.rename(tmp_path / "unplugged")
+    summary = run(lib.scan(hashing=False))
+    reasons = {p.path.name: p.reason for p in summary.problems}
+    assert reasons["external"] == "broken symbolic link"
+    assert reasons["far_file.safetensors"] == "broken symbolic link"
+    assert summary.tombstoned == []
+    assert lib.catalog.get(models / "external" / "far.safetensors").status == "ok"
+    assert lib.catalog.get(models / "far_file.safetensors").status == "ok"
 
 
 def test_unreadable_folder_and_file_are_reported_and_nothing_is_tombstoned(tmp_path, models):
@@ -309,6 +446,43 @@ def test_missing_library_folder_is_reported_and_its_files_kept(tmp_path, models)
     assert summary.problems[0].reason.startswith("library folder not found")
     assert summary.tombstoned == []
     assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
+
+
+def test_a_library_folder_inside_another_owns_what_its_scan_saw(tmp_path, models):
+    """Scanning a sub-folder first, then its parent: the parent's scan accounts for every file it
+    listed, so a file of the sub-folder deleted later is tombstoned by the parent's scan."""
+    lib, _ = _library(tmp_path)
+    inner = lib.add_folder(models / "xl")
+    run(lib.scan([inner], hashing=False))
+    outer = lib.add_folder(models)
+    summary = run(lib.scan([outer], hashing=False))
+    assert summary.seen == 5
+    assert {r.path.name for r in lib.catalog.files(root_id=outer.id)} == {
+        "dreamy.safetensors", "big.safetensors", "detail_lora.safetensors", "vae-ft-mse.safetensors", "old.ckpt"}
+    (models / "xl" / "big.safetensors").unlink()
+    summary = run(lib.scan([outer], hashing=False))
+    assert summary.tombstoned == [models / "xl" / "big.safetensors"]
+    assert lib.catalog.get(models / "xl" / "big.safetensors").status == "missing"
+
+
+def test_two_scans_at_once_never_tombstone_files_that_exist(tmp_path, models):
+    """A scan that started earlier (lower generation) and marks files after a later scan did must
+    not make them look unseen to the later scan's sweep (e.g. the CLI scanning while the app's
+    watcher rescans)."""
+    lib_a, _ = _library(tmp_path)
+    lib_a.add_folder(models)
+    run(lib_a.scan(hashing=False))
+    write_checkpoint(models / "new.safetensors", "sd1", seed=9)
+    lib_b, _ = _library(tmp_path)
+    early = lib_a.scan(hashing=False)
+    next(early)  # the earlier scan has its generation and has listed the files
+    late = lib_b.scan(hashing=False)
+    while next(late).phase != "probing":  # the later scan has marked what it found unchanged
+        pass
+    run(early)
+    summary = run(late)
+    assert summary.tombstoned == []
+    assert "missing" not in {r.status for r in lib_b.catalog.files()}
 
 
 def test_ten_thousand_files_in_one_folder(tmp_path):

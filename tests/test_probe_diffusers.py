@@ -100,3 +100,27 @@ def test_bad_model_index(tmp_path, content):
     (folder / "model_index.json").write_bytes(content)
     result = probe(folder)
     assert result.status == "invalid" and "model_index.json" in result.reason
+
+
+@pytest.mark.parametrize("config", ["unet/config.json", "scheduler/scheduler_config.json"])
+def test_a_fifo_in_place_of_a_config_does_not_block(tmp_path, config):
+    import os
+    import threading
+
+    folder = write_diffusers_folder(tmp_path / "my-model", "sd1")
+    (folder / config).unlink()
+    os.mkfifo(folder / config)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", probe(folder)))
+    thread.start()
+    thread.join(5)
+    blocked = thread.is_alive()
+    if blocked:  # free the blocked open so the test fails instead of hanging
+        os.close(os.open(folder / config, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    assert not blocked
+    result = outcome["result"]
+    if config.startswith("unet"):
+        assert result.status == "invalid" and "unet/config.json is not a regular file" in result.reason
+    else:  # the scheduler only tells the prediction type
+        assert result.ok and result.prediction is None

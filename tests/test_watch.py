@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,9 @@ class FailingObserver:
 
     def start(self):
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    def stop(self):
+        return None
 
 
 @pytest.fixture
@@ -143,6 +147,35 @@ def test_deleted_and_moved_files(setup):
     assert library.catalog.get(moved).status == "missing"
 
 
+def test_folder_copied_in_waits_for_the_files_still_being_written_inside_it(setup):
+    """A copier that sets the full size first (Windows Explorer, preallocating downloaders): the
+    header is valid at once while the data is still being written. The folder's own event must not
+    get its files probed and hashed before their own events have settled."""
+    folder, library, counting, clock, watcher, events = setup
+    sub = folder / "copied"
+    copy = write_checkpoint(sub / "copy.safetensors", "sd1", seed=7)
+    watcher.notify(sub, "created")
+    watcher.notify(copy, "created")
+    for step in range(4):
+        clock.advance(1.0)
+        with open(copy, "r+b") as handle:  # the copier writes on
+            handle.seek(-8, os.SEEK_END)
+            handle.write(bytes([step]) * 8)
+        watcher.notify(copy, "modified")
+        watcher.poll()
+        assert counting.probes["copy.safetensors"] == 0 and counting.hashes["copy.safetensors"] == 0
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    watcher.poll()
+    record = library.catalog.get(copy)
+    assert record.status == "ok" and record.sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert counting.hashes["copy.safetensors"] == 1
+    watcher.poll()  # now the folder: everything in it is recorded already, nothing is read again
+    assert watcher.pending() == []
+    assert counting.probes["copy.safetensors"] == 1 and counting.hashes["copy.safetensors"] == 1
+
+
 def test_folder_deleted_tombstones_everything_below_it(setup):
     folder, library, counting, clock, watcher, events = setup
     sub = folder / "sdxl"
@@ -183,6 +216,26 @@ def test_real_observer_reports_created_and_deleted_files(setup):
     assert library.catalog.get(new).status == "missing"
 
 
+def test_a_watched_folder_that_goes_away_falls_back_to_rescans(setup):
+    """inotify ends the watch of a deleted (or unmounted) folder and watchdog stops that emitter
+    while the observer lives on: without noticing, a folder that comes back is never watched."""
+    import shutil
+
+    folder, library, counting, clock, watcher, events = setup
+    assert watcher.start() == "watching"
+    emitter = next(iter(watcher._observer.emitters))
+    shutil.rmtree(folder)
+    emitter.join(10)
+    assert not emitter.is_alive()
+    watcher.poll()
+    assert watcher.mode == "polling"
+    assert events[-1].kind == "fallback" and "stopped watching" in events[-1].detail
+    write_checkpoint(folder / "back.safetensors", "sd1", seed=3)  # the drive is back
+    clock.advance(60)
+    assert _kinds(watcher.poll())[-1] == ("rescanned", None, "1 files, 1 new or changed")
+    assert library.catalog.get(folder / "back.safetensors").status == "ok"
+
+
 def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
     folder, library, counting, clock, _, events = setup
     watcher = LibraryWatcher(library, poll_interval_s=60, clock=clock, observer_factory=FailingObserver,
@@ -196,6 +249,41 @@ def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
     clock.advance(30)
     assert _kinds(watcher.poll()) == [("rescanned", None, "2 files, 1 new or changed")]
     assert library.catalog.get(folder / "unwatched.safetensors").status == "ok"
+
+
+def test_watch_limit_hit_by_the_second_folder_releases_the_first_folder_s_watch(tmp_path):
+    """The real observer: the first folder's emitter starts (thread, inotify watches), the second
+    hits the limit. Falling back must stop the first, or its thread and watches stay for good."""
+    from watchdog.observers import Observer
+    from watchdog.observers.inotify import InotifyEmitter
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_checkpoint(first / "one.safetensors", "sd1", seed=1)
+    write_checkpoint(second / "two.safetensors", "sd1", seed=2)
+
+    class LimitedEmitter(InotifyEmitter):
+        def on_thread_start(self):
+            if self.watch.path == os.fspath(second):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+            super().on_thread_start()
+
+    with Catalog(tmp_path / "catalog.sqlite3") as catalog:
+        library = Library(catalog)
+        library.add_folder(first)
+        library.add_folder(second)
+        made = []
+
+        def factory():
+            observer = Observer()
+            observer._emitter_class = LimitedEmitter
+            made.append(observer)
+            return observer
+
+        watcher = LibraryWatcher(library, observer_factory=factory)
+        assert watcher.start() == "polling"
+        emitters = [t for t in threading.enumerate() if isinstance(t, InotifyEmitter)]
+        assert emitters == [] and made[0].emitters == set()
+        watcher.stop()
 
 
 def test_observer_dying_later_also_falls_back(setup):
@@ -222,6 +310,35 @@ def test_sidecar_appearing_later_rereads_the_model_beside_it(setup):
     record = library.catalog.get(model)
     assert record.download_count == 4242 and record.base_model == "SD 1.5"
     assert counting.hashes["existing.safetensors"] == 1  # content unchanged: not hashed again
+
+
+def test_sidecar_deleted_rereads_the_model_beside_it(setup):
+    folder, library, counting, clock, watcher, events = setup
+    model = folder / "existing.safetensors"
+    info = folder / "existing.civitai.info"
+    info.write_text(json.dumps({"stats": {"downloadCount": 4242}, "model": {"name": "Existing"}}))
+    run(library.scan())
+    assert library.catalog.get(model).name == "Existing"
+    info.unlink()
+    watcher.notify(info, "deleted")
+    clock.advance(1.6)
+    assert _kinds(watcher.poll()) == [("updated", "existing.safetensors", "ok")]
+    record = library.catalog.get(model)
+    assert record.download_count is None and record.name == "existing"
+
+
+def test_a_file_named_with_bytes_that_are_not_utf8_does_not_break_the_watcher(setup):
+    folder, library, counting, clock, watcher, events = setup
+    bad = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.safetensors")
+    write_checkpoint(Path(bad), "sd1", seed=13)
+    watcher.notify(bad, "created")
+    good = write_checkpoint(folder / "good.safetensors", "sd1", seed=14)
+    watcher.notify(good, "created")
+    clock.advance(1.6)
+    watcher.poll()
+    clock.advance(2.0)
+    assert _kinds(watcher.poll()) == [("updated", "good.safetensors", "ok")]
+    assert watcher.pending() == []
 
 
 def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):

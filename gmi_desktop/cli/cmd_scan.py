@@ -11,9 +11,10 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.cli.progress import ScanProgress
+from gmi_desktop.cli.progress import ScanProgress, printable
 from gmi_desktop.services.library import Library, ScanSummary, run
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.classify import FAMILY_NAMES
@@ -33,6 +34,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=main)
 
 
+def copies_of(groups: list[list[FileRecord]]) -> dict[str, int]:
+    """``sha256 -> copies`` for content held by two separate files or more. Hard links and
+    symbolic links to one file share its (device, inode): they are one copy on disk."""
+    counts = {group[0].sha256: len({r.key[:2] for r in group}) for group in groups}
+    return {sha: n for sha, n in counts.items() if n > 1}
+
+
 def status_text(record: FileRecord, duplicates: dict[str, int]) -> str:
     if not record.reason or record.reason.startswith(f"{record.status}:"):
         text = record.reason or record.status
@@ -50,15 +58,38 @@ def family_text(record: FileRecord) -> str:
     return name if record.variant in (None, "normal") else f"{name} {record.variant}"
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: East Asian wide characters take two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns, with "…" where it was cut."""
+    if display_width(text) <= width:
+        return text
+    while display_width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
 def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
     rows = [("NAME", "FAMILY", "AUTOV2", "STATUS")]
     for r in records:
-        name = r.name if len(r.name) <= NAME_WIDTH else r.name[: NAME_WIDTH - 1] + "…"
-        rows.append((name, family_text(r), r.autov2 or "-", status_text(r, duplicates)))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        name = _fit(printable(r.name), NAME_WIDTH)
+        rows.append((name, printable(family_text(r)), r.autov2 or "-", printable(status_text(r, duplicates))))
+    widths = [max(display_width(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
-        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
+        "  ".join(cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        for row in rows
     )
+
+
+def _valid_text(text: str) -> str:
+    """A name holding bytes that are not UTF-8 (lone surrogates) with those written as ``\\udcXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: ScanSummary) -> dict:
@@ -82,7 +113,7 @@ def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: Scan
             "tombstoned": [os.fspath(p) for p in summary.tombstoned],
             "moved": [[os.fspath(a), os.fspath(b)] for a, b in summary.moved],
         },
-        "problems": [{"path": os.fspath(p.path), "reason": p.reason} for p in summary.problems],
+        "problems": [{"path": _valid_text(os.fspath(p.path)), "reason": p.reason} for p in summary.problems],
     }
 
 
@@ -108,9 +139,9 @@ def main(args: argparse.Namespace) -> int:
             progress.close()
         root_ids = {r.id for r in roots}
         records = [r for r in catalog.files() if r.root_id in root_ids]
-        duplicates = {group[0].sha256: len(group) for group in catalog.duplicates()}
+        duplicates = copies_of(catalog.duplicates())
     for problem in summary.problems:
-        print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
+        print(f"problem: {printable(os.fspath(problem.path))}: {printable(problem.reason)}", file=sys.stderr)
     print(
         f"{summary.seen} files: {summary.probed} new or changed, {summary.unchanged} unchanged, "
         f"{summary.hashed} hashed, {len(summary.tombstoned)} gone, {len(summary.problems)} problems",

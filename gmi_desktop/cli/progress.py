@@ -55,6 +55,15 @@ def human_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters (newline, ESC, bidi overrides) written as
+    escapes: a file or model name must not break a table line or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 def _shorten(name: str, room: int) -> str:
     """``name`` in at most ``room`` characters, cut in the middle (the end says the extension)."""
     if len(name) <= room:
@@ -155,8 +164,9 @@ class ScanProgress:
                 tail += f"  {human_bytes(rate)}/s  ETA {human_duration(left)}"
         if event.path is None:
             return head + tail
-        room = self._columns() - 1 - len(head) - len(tail) - 2 if self.tty else len(event.path.name)
-        return f"{head}  {_shorten(event.path.name, max(room, 12))}{tail}"
+        name = printable(event.path.name)
+        room = self._columns() - 1 - len(head) - len(tail) - 2 if self.tty else len(name)
+        return f"{head}  {_shorten(name, max(room, 12))}{tail}"
 
 
 def _terminal_width(stream: TextIO) -> int:

@@ -33,11 +33,13 @@ from gmi_desktop.core.errors import Cancelled, IncompleteFile, UserInputError
 from gmi_desktop.services.library_read import default_workers, read_many
 from gmi_desktop.services.library_walk import (
     MODEL_SUFFIXES,
+    NOT_TEXT,
     Candidate,
     Problem,
     WalkReport,
     checkpoint_dirs,
     folder_key,
+    is_text,
     sidecar_signature,
     walk,
 )
@@ -131,6 +133,8 @@ class Library:
     # -- library folders ------------------------------------------------------------------------
     def add_folder(self, path: str | os.PathLike[str]) -> Root:
         folder = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        if not is_text(os.fspath(folder)):
+            raise UserInputError(folder, NOT_TEXT)
         if not folder.exists():
             raise UserInputError(folder, "no such folder")
         if not folder.is_dir():
@@ -151,13 +155,14 @@ class Library:
     def scan(self, roots: Iterable[Root] | None = None, *, hashing: bool = True,
              cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
         """Scan ``roots`` (default: every library folder); see the module docstring."""
-        roots = list(self.catalog.roots() if roots is None else roots)
+        roots = list(dict.fromkeys(self.catalog.roots() if roots is None else roots))  # each once
         summary = ScanSummary(roots=[r.path for r in roots])
         generation = self.catalog.next_generation()
         report = WalkReport()
         visited: dict[tuple[int, int], Path] = {}
         found: list[tuple[Candidate, int]] = []
         absent_roots: list[Path] = []
+        tops: list[tuple[Path, int]] = []
         for root in roots:
             if not root.path.is_dir():
                 report.problems.append(Problem(root.path, "library folder not found (unplugged drive?)"))
@@ -165,11 +170,18 @@ class Library:
                 continue
             for folder, layout in checkpoint_dirs(root.path):
                 summary.folders.append((folder, layout))
-                for candidate in walk(folder, report, visited):
-                    found.append((candidate, root.id))
-                    if len(found) % 1000 == 0:
-                        _check(cancel)
-                        yield ScanEvent("listing", len(found), 0, candidate.path)
+                tops.append((folder, root.id))
+        # Real folders first, then the folders symbolic links lead to (in the order met).
+        links: list[tuple[Path, int]] = []
+        while tops or links:
+            top, root_id = tops.pop(0) if tops else links.pop(0)
+            met: list[Path] = []
+            for candidate in walk(top, report, visited, met):
+                found.append((candidate, root_id))
+                if len(found) % 1000 == 0:
+                    _check(cancel)
+                    yield ScanEvent("listing", len(found), 0, candidate.path)
+            links += [(link, root_id) for link in met]
         yield ScanEvent("listing", len(found), len(found))
         summary.seen = len(found)
 
@@ -192,6 +204,8 @@ class Library:
         gone: list[tuple[int, Path]] = []
         for raw in paths:
             path = Path(os.path.abspath(os.fspath(raw)))
+            if not is_text(os.fspath(path)):
+                continue  # never catalogued (the scan reports it)
             owner = next((root for folder, root in folders if path == folder or folder in path.parents), None)
             if owner is None:
                 continue
@@ -223,7 +237,7 @@ class Library:
                 if (path / "model_index.json").is_file():
                     return [Candidate(path, folder_key(path, os.stat(path)), True, sidecar_signature(path, True))]
                 return list(walk(path, report, {}))
-            if path.suffix.lower() in MODEL_SUFFIXES:
+            if path.suffix.lower() in MODEL_SUFFIXES and not path.name.startswith("._"):
                 return [Candidate(path, stat_key(os.stat(path)), False, sidecar_signature(path))]
         except OSError as exc:
             report.problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
@@ -233,18 +247,19 @@ class Library:
         """Mark unchanged files seen; probe and record new and changed ones."""
         known = self.catalog.file_keys()
         by_key = {row.key: row.sha256 for row in known.values() if row.sha256}
-        unchanged: list[int] = []
+        unchanged: dict[int, list[int]] = {}  # root id -> unchanged file ids
         changed: list[tuple[Candidate, int]] = []
         for candidate, root_id in found:
             row = known.get(os.fspath(candidate.path))
             if (row is not None and row.key == candidate.key and row.sidecar_sig == candidate.sidecars
                     and row.status != "missing"
                     and not row.reason.startswith(UNREADABLE_PREFIX)):
-                unchanged.append(row.id)
+                unchanged.setdefault(root_id, []).append(row.id)
             else:
                 changed.append((candidate, root_id))
-        self.catalog.mark_seen(unchanged, generation)
-        summary.unchanged = len(unchanged)
+        for root_id, ids in unchanged.items():
+            self.catalog.mark_seen(ids, generation, root_id)
+        summary.unchanged = sum(map(len, unchanged.values()))
         yield from self._classify(changed, by_key, generation, summary, cancel)
 
     def _classify(self, changed, by_key, generation, summary, cancel):
@@ -260,6 +275,8 @@ class Library:
                     summary.vanished.append(candidate.path)
                     summary.problems.append(Problem(candidate.path, "vanished before it could be read"))
                     continue
+                if info is not None:  # a sidecar that was ignored: the user may want to fix it
+                    summary.problems += [Problem(candidate.path, text) for text in info.problems]
                 sha = by_key.get(candidate.key) if facts.status == "ok" and not candidate.is_folder else None
                 summary.reused_hashes += sha is not None
                 batch.append((facts, root_id, sha))

@@ -40,6 +40,17 @@ KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 SIDECAR_ENDINGS = (".civitai.info", ".cm-info.json", ".preview.png", ".preview.jpg", ".preview.jpeg",
                    ".preview.webp", ".png", ".jpg", ".jpeg", ".webp")
 INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
+NOT_TEXT = "the name is not valid UTF-8 text; rename it"
+
+
+def is_text(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python keeps them as lone surrogates):
+    the catalog stores paths as text and cannot hold it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Candidate:
 @dataclass
 class WalkReport:
     problems: list[Problem] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)  # folders whose contents we could not see
+    unreadable: list[Path] = field(default_factory=list)  # folders (or broken links) whose contents we could not see
     folders: int = 0
 
 
@@ -144,6 +155,13 @@ def folder_key(folder: Path, st: os.stat_result) -> StatKey:
     return (st.st_dev, st.st_ino, size, newest)
 
 
+def _entry_stat(entry: os.DirEntry) -> os.stat_result:
+    """The entry's stat with a real device and inode: on Windows ``DirEntry.stat()`` leaves them
+    at 0, and a key without them would never match the probe's ``fstat``."""
+    st = entry.stat()
+    return st if st.st_ino else os.stat(entry.path)
+
+
 def _reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
@@ -154,8 +172,13 @@ def _reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) -> Iterator[Candidate]:
-    """Yield model files and diffusers folders under ``top`` (depth first, names sorted)."""
+def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
+         links: list[Path] | None = None) -> Iterator[Candidate]:
+    """Yield model files and diffusers folders under ``top`` (depth first, names sorted).
+
+    With ``links``, symbolic links to folders are not entered but appended to it, for the caller
+    to walk after every real folder: a folder reached both ways is then catalogued at its real
+    path, whichever sorts first."""
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -184,23 +207,34 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path]) ->
         subfolders = []
         for entry in entries:
             path = Path(entry.path)
+            if not is_text(entry.name):
+                if entry.is_dir() or os.path.splitext(entry.name)[1].lower() in MODEL_SUFFIXES:
+                    report.problems.append(Problem(path, NOT_TEXT))
+                continue
             try:
                 is_dir = entry.is_dir()
                 if is_dir:
                     if entry.name.startswith("."):
                         continue
                     if os.path.isfile(os.path.join(entry.path, "model_index.json")):
-                        dst = entry.stat()
+                        dst = _entry_stat(entry)
                         yield Candidate(path, folder_key(path, dst), True, _listed_signature(entry.name, True, listed))
+                    elif links is not None and entry.is_symlink():
+                        links.append(path)
                     else:
                         subfolders.append(path)
                     continue
-                if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES:
+                if os.path.splitext(entry.name)[1].lower() not in MODEL_SUFFIXES or entry.name.startswith("._"):
+                    # "._name": macOS AppleDouble metadata beside each file copied to FAT/exFAT
+                    if entry.is_symlink() and not os.path.exists(entry.path):  # a linked drive unplugged?
+                        report.problems.append(Problem(path, "broken symbolic link"))
+                        report.unreadable.append(path)
                     continue
-                yield Candidate(path, stat_key(entry.stat()), False, _listed_signature(entry.name, False, listed))
+                yield Candidate(path, stat_key(_entry_stat(entry)), False, _listed_signature(entry.name, False, listed))
             except OSError as exc:
                 if entry.is_symlink() and exc.errno == errno.ENOENT:
                     report.problems.append(Problem(path, "broken symbolic link"))
+                    report.unreadable.append(path)  # its target may come back: no tombstone
                 else:
                     report.problems.append(Problem(path, _reason(exc)))
         stack.extend(reversed(subfolders))

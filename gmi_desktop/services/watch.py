@@ -11,8 +11,8 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
   the probe finds shorter than its header declares is recorded ``incomplete`` and never hashed;
 * what is gone is tombstoned; a move is processed as one when its destination has settled (the
   source's tombstone collapses into the destination, hash and specification kept); a folder moved
-  in is walked; a sidecar (``.civitai.info``,
-  ``.cm-info.json``, preview image) appearing or changing re-reads the model beside it;
+  or copied in is walked once no file below it is still settling; a sidecar (``.civitai.info``,
+  ``.cm-info.json``, preview image) appearing, changing or deleted re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
   event.
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.services.library import Library, run
-from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, models_beside_sidecar
+from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, is_text, models_beside_sidecar
 from gmi_desktop.store.hashing import StatKey, stat_key
 
 
@@ -88,6 +88,7 @@ class LibraryWatcher:
     def start(self) -> str:
         """Start watching the library's checkpoint folders; returns the mode it ended in."""
         self._last_rescan = self.clock()
+        observer = None
         try:
             observer = self._observer_factory()
             handler = _make_handler(self.notify)
@@ -95,6 +96,8 @@ class LibraryWatcher:
                 observer.schedule(handler, os.fspath(folder), recursive=True)
             observer.start()
         except OSError as exc:
+            if observer is not None:  # folders whose watch did start must not keep it (and its thread)
+                observer.stop()
             self._fall_back(exc)
             return self.mode
         self._observer = observer
@@ -160,6 +163,12 @@ class LibraryWatcher:
         if self.mode == "watching" and self._observer is not None and not self._observer.is_alive():
             self._observer = None
             self._fall_back(OSError("the file-system observer stopped"))
+        elif self.mode == "watching" and self._observer is not None and not all(
+                e.is_alive() for e in getattr(self._observer, "emitters", ())):
+            # inotify ends the watch of a folder that was deleted or unmounted; one that comes back
+            # would never be watched again
+            self.stop()
+            self._fall_back(OSError("stopped watching a library folder (deleted or unmounted)"))
         self._drain()
         now = self.clock()
         if self.mode == "polling" and now - self._last_rescan >= self.poll_interval_s:
@@ -171,6 +180,8 @@ class LibraryWatcher:
             if now - entry.last_event < self.debounce_s:
                 continue
             if not os.path.lexists(path) or os.path.isdir(path):
+                if os.path.isdir(path) and any(path in other.parents for other in self._pending):
+                    continue  # files inside it are still settling: they go first, the folder after
                 ready.append(path)
                 continue
             try:
@@ -191,8 +202,8 @@ class LibraryWatcher:
         wanted = [p for p in ready if not os.path.isfile(p) or p.suffix.lower() in MODEL_SUFFIXES] + sources
         if wanted:
             self._refresh(wanted, events)
-        described = sorted({m for p in ready if os.path.isfile(p) for m in models_beside_sidecar(p)} - set(wanted))
-        if described:  # a sidecar appeared or changed: the model's name, preview or downloads may have
+        described = sorted({m for p in ready if not os.path.isdir(p) for m in models_beside_sidecar(p)} - set(wanted))
+        if described:  # a sidecar appeared, changed or went: the model's name, preview or downloads may have
             self._refresh(described, events)
         return events
 
@@ -205,6 +216,8 @@ class LibraryWatcher:
         for old, new in summary.moved:
             self._emit(events, WatchEvent("updated", new, f"moved from {old}"))
         for path in paths:
+            if not is_text(os.fspath(path)):
+                continue  # cannot be in the catalog; the scan reports its name
             record = self.library.catalog.get(path)
             if record is not None and record.status != "missing":
                 self._emit(events, WatchEvent("updated", path, record.status))

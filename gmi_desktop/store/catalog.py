@@ -134,6 +134,19 @@ def _record(row: Sequence) -> FileRecord:
     )
 
 
+def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> str:
+    """``PRAGMA journal_mode = WAL``. SQLite answers "locked" at once, without the busy handler,
+    while another connection is creating a new catalog: wait for it like for any busy lock."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Catalog:
     """Open (creating and migrating as needed) the catalog at ``path`` (default: the data dir)."""
 
@@ -144,7 +157,7 @@ class Catalog:
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.journal_mode = _set_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self.version = migrate(conn, self.path)
@@ -253,7 +266,9 @@ class Catalog:
             if f[6] not in FILE_STATUSES:
                 raise ValueError(f"unknown file status {f[6]!r}")
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("root_id", "device", "inode", "size", "mtime_ns",
-                                                            *_FACT_COLUMNS, "sha256", "seen_generation", "last_seen"))
+                                                            *_FACT_COLUMNS, "sha256", "last_seen"))
+        # never lower: a scan that began earlier must not make the file unseen to a later one's sweep
+        updates += ", seen_generation = MAX(seen_generation, excluded.seen_generation)"
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO files (path, root_id, device, inode, size, mtime_ns, "
@@ -262,12 +277,15 @@ class Catalog:
                 rows,
             )
 
-    def mark_seen(self, file_ids: Iterable[int], generation: int) -> None:
+    def mark_seen(self, file_ids: Iterable[int], generation: int, root_id: int | None = None) -> None:
+        """Mark files seen in ``generation``; with ``root_id``, they now belong to that library
+        folder (the one whose scan listed them: library folders may nest)."""
         now = time.time()
         with self.transaction() as conn:
             conn.executemany(
-                "UPDATE files SET seen_generation = ?, last_seen = ? WHERE id = ?",
-                ((generation, now, i) for i in file_ids),
+                "UPDATE files SET seen_generation = MAX(seen_generation, ?), last_seen = ?, "
+                "root_id = COALESCE(?, root_id) WHERE id = ?",
+                ((generation, now, root_id, i) for i in file_ids),
             )
 
     def present_under(self, path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -296,12 +314,16 @@ class Catalog:
     def collapse_moves(self) -> list[tuple[Path, Path]]:
         """Drop tombstones whose content lives on at another path (a move); ``(old, new)`` pairs.
 
-        Nothing is lost: the specification reference is keyed by the content hash."""
+        Nothing is lost: the specification reference is keyed by the content hash. The new path
+        is the same inode if present (a rename), else the copy seen first most recently (not an
+        older copy that was there all along)."""
         with self.transaction() as conn:
             rows = conn.execute(
-                "SELECT gone.id, gone.path, MIN(live.path) FROM files gone JOIN files live "
-                "ON live.sha256 = gone.sha256 AND live.status != 'missing' "
-                "WHERE gone.status = 'missing' GROUP BY gone.id"
+                "WITH ranked AS (SELECT gone.id, gone.path AS old, live.path AS new, ROW_NUMBER() OVER ("
+                "PARTITION BY gone.id ORDER BY live.device = gone.device AND live.inode = gone.inode DESC, "
+                "live.first_seen DESC, live.path) AS rank FROM files gone JOIN files live "
+                "ON live.sha256 = gone.sha256 AND live.status != 'missing' WHERE gone.status = 'missing') "
+                "SELECT id, old, new FROM ranked WHERE rank = 1 ORDER BY old"
             ).fetchall()
             conn.executemany("DELETE FROM files WHERE id = ?", ((r[0],) for r in rows))
         return [(Path(r[1]), Path(r[2])) for r in rows]

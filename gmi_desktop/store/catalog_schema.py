@@ -113,6 +113,11 @@ def migrate(conn: sqlite3.Connection, path: Path | None = None, target: int = LA
             except sqlite3.Error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                # Another connection ran this step between our version read and our lock (two
+                # threads or processes opening a new catalog together): its work is committed.
+                if schema_version(conn) >= version:
+                    current = schema_version(conn)
+                    continue
                 raise
             current = version
     return current

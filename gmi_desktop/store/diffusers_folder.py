@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from gmi_desktop.store.classify import CONTEXT_FAMILY, FAMILY_NAMES, IN_CHANNELS_VARIANT, SUPPORTED, VARIANT_NAMES
@@ -32,8 +33,11 @@ class _FolderProblem(Exception):
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        with open(path, "rb") as f:
+    try:  # O_NONBLOCK and a regular-file check: a FIFO named config.json must not block us
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise _FolderProblem("invalid", f"{what} is not a regular file")
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise _FolderProblem("invalid", f"{what} is missing") from None

@@ -19,8 +19,10 @@ while being read: the result is discarded and the pass redone, at most ``retries
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
@@ -91,7 +93,10 @@ def iter_hash_file(
     (a pause/cancel point for a worker) and returns the :class:`FileHashes`."""
     buffer = bytearray(chunk_size)
     for _attempt in range(retries + 1):
-        before = stat_key(os.stat(path))
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        before = stat_key(st)
         result = yield from _one_pass(path, before, tensor_offset, cancel, buffer)
         after = stat_key(os.stat(path))
         if result is not None and after == before:
@@ -106,7 +111,9 @@ def _one_pass(path, before: StatKey, tensor_offset, cancel, buffer: bytearray):
     window = bytearray()
     total = before[2]
     done = 0
-    with open(path, "rb", buffering=0) as handle:
+    # O_NONBLOCK: a FIFO swapped in after the stat must not block the open (no effect on files)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb", buffering=0) as handle:
         if stat_key(os.fstat(handle.fileno())) != before:
             return None  # replaced between stat and open
         while True:
