@@ -174,3 +174,22 @@ def test_catalogs_opened_at_once_on_a_new_file_all_open(tmp_path):
         assert errors == []
         with Catalog(path) as catalog:
             assert catalog.schema_version() == LATEST and catalog.integrity_ok()
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should go")
+    with pytest.raises(CatalogError, match="cannot create the catalog's folder"):
+        Catalog(blocker / "data" / "catalog.sqlite3")
+
+
+def test_scan_with_a_data_dir_that_cannot_be_made_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from gmi_desktop.cli.main import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should go")
+    monkeypatch.setenv("GMI_DATA_DIR", str(blocker / "data"))
+    (tmp_path / "models").mkdir()
+    assert main(["scan", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create the catalog's folder" in err[0]

@@ -341,6 +341,37 @@ def test_a_file_named_with_bytes_that_are_not_utf8_does_not_break_the_watcher(se
     assert watcher.pending() == []
 
 
+def test_catalog_busy_or_failing_is_a_problem_event_and_the_file_is_retried(tmp_path):
+    """Another program holding the catalog's write lock past the busy timeout (or a full disk) must
+    not end watch mode: the watcher says so and tries the file again later."""
+    import sqlite3
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    db = tmp_path / "catalog.sqlite3"
+    with Catalog(db, busy_timeout_s=0.05) as catalog:
+        library = Library(catalog)
+        library.add_folder(folder)
+        clock, events = Clock(), []
+        watcher = LibraryWatcher(library, debounce_s=1.5, stable_s=2.0, clock=clock, on_event=events.append)
+        new = write_checkpoint(folder / "new.safetensors", "sd1", seed=15)
+        watcher.notify(new, "created")
+        clock.advance(1.6)
+        watcher.poll()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        clock.advance(2.0)
+        happened = _kinds(watcher.poll())
+        assert happened[-1][0] == "problem" and "database is locked" in happened[-1][2]
+        assert watcher.pending() == [new]
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        for _ in range(3):
+            clock.advance(2.0)
+            watcher.poll()
+        assert library.catalog.get(new).status == "ok" and watcher.pending() == []
+
+
 def test_run_loop_in_a_worker_thread_with_real_time(tmp_path):
     """The way the app uses it: the watcher (and its catalog connection) lives in a worker thread;
     another connection reads the catalog meanwhile (WAL)."""

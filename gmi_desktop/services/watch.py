@@ -15,7 +15,9 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
   ``.cm-info.json``, preview image) appearing, changing or deleted re-reads the model beside it;
 * when the observer cannot start or dies (inotify watch limit: ``ENOSPC``; ``EMFILE``), the
   watcher falls back to a full rescan every ``poll_interval_s`` and says so with a ``fallback``
-  event.
+  event;
+* a catalog that cannot be written (locked by another program past the busy timeout, disk full)
+  is a ``problem`` event, and the paths are looked at again later: watch mode goes on.
 
 Every outcome is reported as a :class:`WatchEvent` to ``on_event`` and returned by :meth:`poll`.
 Create the watcher, its :class:`Library` and catalog in the thread that calls :meth:`poll` or
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -173,8 +176,13 @@ class LibraryWatcher:
         now = self.clock()
         if self.mode == "polling" and now - self._last_rescan >= self.poll_interval_s:
             self._last_rescan = now
-            summary = run(self.library.scan(hashing=self.hashing))
-            self._emit(events, WatchEvent("rescanned", None, f"{summary.seen} files, {summary.probed} new or changed"))
+            try:
+                summary = run(self.library.scan(hashing=self.hashing))
+            except sqlite3.Error as exc:  # tried again at the next interval
+                self._emit(events, WatchEvent("problem", None, f"cannot update the catalog ({exc}); will retry"))
+            else:
+                self._emit(events, WatchEvent("rescanned", None,
+                                              f"{summary.seen} files, {summary.probed} new or changed"))
         ready: list[Path] = []
         for path, entry in list(self._pending.items()):
             if now - entry.last_event < self.debounce_s:
@@ -208,7 +216,14 @@ class LibraryWatcher:
         return events
 
     def _refresh(self, paths: list[Path], events: list[WatchEvent]) -> None:
-        summary = run(self.library.refresh(paths, hashing=self.hashing))
+        try:
+            summary = run(self.library.refresh(paths, hashing=self.hashing))
+        except sqlite3.Error as exc:  # catalog locked past the busy timeout, disk full, ...
+            now = self.clock()
+            for path in paths:  # looked at again after the debounce
+                self._pending.setdefault(path, _Pending(now))
+            self._emit(events, WatchEvent("problem", None, f"cannot update the catalog ({exc}); will retry"))
+            return
         moved_from = {old for old, _ in summary.moved}
         for old in summary.tombstoned:
             if old not in moved_from:

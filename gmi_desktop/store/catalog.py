@@ -151,8 +151,12 @@ class Catalog:
     """Open (creating and migrating as needed) the catalog at ``path`` (default: the data dir)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout_s: float = 10.0):
-        self.path = Path(path) if path is not None else paths.catalog_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # the default place is made by paths.catalog_path()
+            self.path = Path(path) if path is not None else paths.catalog_path()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = Path(path) if path is not None else exc.filename
+            raise CatalogError(where, f"cannot create the catalog's folder: {exc.strerror or exc}") from None
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
