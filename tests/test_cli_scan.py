@@ -273,3 +273,32 @@ def test_human_units():
     assert bytes_of(3.1e9, 6.9e9) == "3.1/6.9 GB" and bytes_of(5, 12) == "5/12 B"
     assert [human_duration(s) for s in (0.4, 4.5, 59.6, 200, 3900)] == ["0 s", "4 s", "1 min 00 s", "3 min 20 s",
                                                                       "1 h 05 min"]
+
+
+def test_prune_forgets_gone_files_and_deletes_only_our_orphaned_specifications(ui_root, tmp_path, capsys):
+    from gmi_desktop.store import paths
+    from gmi_desktop.store.catalog import Catalog
+
+    models = ui_root / "models" / "Stable-diffusion"
+    assert main(["scan", str(ui_root)]) == 0
+    with Catalog() as catalog:
+        shas = {r.path.name: r.sha256 for r in catalog.files() if r.sha256}
+        ours = paths.specs_dir() / "dreamy.spec.safetensors"
+        ours.write_bytes(b"spec")
+        elsewhere = tmp_path / "not-ours.safetensors"
+        elsewhere.write_bytes(b"user file")
+        catalog.set_spec_ref(shas["dreamy.safetensors"], ours)
+        catalog.set_spec_ref(shas["big_inpaint.safetensors"], elsewhere)
+    (models / "dreamy.safetensors").unlink()
+    (models / "xl" / "big_inpaint.safetensors").unlink()
+    capsys.readouterr()
+
+    assert main(["scan"]) == 0  # without --prune: tombstoned, specification kept
+    out, _ = capsys.readouterr()
+    assert "missing" in out and ours.exists()
+
+    assert main(["scan", "--prune"]) == 0
+    out, err = capsys.readouterr()
+    assert "dreamy" not in out and "big_inpaint" not in out
+    assert "pruned: 2 missing files forgotten, 1 specifications deleted" in err
+    assert not ours.exists() and elsewhere.read_bytes() == b"user file"

@@ -12,10 +12,12 @@ import json
 import os
 import sys
 import unicodedata
+from pathlib import Path
 
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.cli.progress import ScanProgress, printable
 from gmi_desktop.services.library import Library, ScanSummary, run
+from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.classify import FAMILY_NAMES
 from gmi_desktop.store.settings import load_settings
@@ -31,6 +33,9 @@ def register(subparsers) -> None:
     parser.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to add and scan")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-hash", action="store_true", help="list and classify only; hash later")
+    parser.add_argument("--prune", action="store_true",
+                        help="after the scan, forget files that are gone and delete the specifications "
+                             "that no remaining file needs")
     parser.set_defaults(func=main)
 
 
@@ -117,6 +122,24 @@ def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: Scan
     }
 
 
+def delete_spec_files(spec_paths: list[str]) -> int:
+    """Delete pruned specification files, but only ours: files inside the app's specs folder."""
+    ours = paths.specs_dir().resolve()
+    deleted = 0
+    for name in spec_paths:
+        path = Path(name).resolve()
+        if path.parent != ours and ours not in path.parents:
+            continue
+        try:
+            path.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            print(f"problem: {printable(os.fspath(path))}: cannot delete: {exc.strerror or exc}", file=sys.stderr)
+    return deleted
+
+
 def main(args: argparse.Namespace) -> int:
     for folder in args.folders:  # validate every argument before changing anything
         if not os.path.isdir(folder):
@@ -137,6 +160,7 @@ def main(args: argparse.Namespace) -> int:
             summary = run(library.scan(roots, hashing=not args.no_hash), progress)
         finally:
             progress.close()
+        pruned = library.prune() if args.prune else None
         root_ids = {r.id for r in roots}
         records = [r for r in catalog.files() if r.root_id in root_ids]
         duplicates = copies_of(catalog.duplicates())
@@ -147,6 +171,10 @@ def main(args: argparse.Namespace) -> int:
         f"{summary.hashed} hashed, {len(summary.tombstoned)} gone, {len(summary.problems)} problems",
         file=sys.stderr,
     )
+    if pruned is not None:
+        deleted = delete_spec_files(pruned.removed_spec_paths)
+        print(f"pruned: {len(pruned.removed_files)} missing files forgotten, {deleted} specifications deleted",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(to_json(records, duplicates, summary), indent=2, ensure_ascii=False))
     else:
