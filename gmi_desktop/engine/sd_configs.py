@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gmi_desktop.core.checkpoint_kinds import GENERATION_CONFIGS
+from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES, GENERATION_CONFIGS
 from gmi_desktop.core.errors import UnsupportedCheckpoint
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
+FAMILIES = tuple(FAMILY_NAMES)
 VARIANTS = ("normal", "inpaint", "depth")
 
 NATIVE_RESOLUTION = {"sd1": 512, "sd2": 768, "sd2_base": 512, "sdxl": 1024, "sdxl_refiner": 1024}
