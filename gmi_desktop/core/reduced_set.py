@@ -19,7 +19,8 @@ Coordinates. The iteration runs in point space, in coordinates of the data's spa
 (N x r) with ``L L' = G = x x'`` is a copy of the points rotated into r <= N dimensions (the RBF
 kernel sees only distances), so the points are ``y`` (size x r) and every step costs O(N r)
 instead of O(N F) per point: ``L = x`` when F <= N, else the Cholesky factor of ``G`` (the
-eigendecomposition when ``G`` is singular). At the end ``c = (y L^+) x`` (``c = y`` when ``L = x``).
+eigendecomposition when ``G`` is singular). At the end ``c = x_start + ((y - y_start) L^+) x``
+(``c = y`` when ``L = x``).
 An earlier version iterated on coefficients ``W`` with ``c = W x``: when the points span fewer
 dimensions than N, ``W`` grew in directions that do not move ``c`` (to 1e5 on a circle) and
 ``W G W'`` carried errors that stopped the line search early at a flat optimum.
@@ -40,6 +41,7 @@ import numpy as np
 
 _OPT_CHUNK = 2048  # models optimised together (bounds the stacked Gram matrices)
 _DATA_CHUNK_BYTES = 4 << 20  # float64 points converted at a time (stays in cache for the matmul)
+_ROUNDING = 64 * np.finfo(np.float64).eps  # relative size of rounding noise in a gradient
 
 
 def project_to_simplex(v: np.ndarray) -> np.ndarray:
@@ -123,7 +125,10 @@ def _point_steps(l, ldiag, a, kxx, y, p, b, value, step, gamma):
         dy = _gradient(kcx, kcc, lm, ym, a[moving], bm, gamma)
         dp = dy @ lm.transpose(0, 2, 1)
         gnorm2 = (dy * dy).sum(axis=(1, 2))
-        keep = gnorm2 >= 1e-30
+        # a gradient at the rounding level of its own terms (4 gamma |y|) is zero: moving on it
+        # would only shift a stationary point (an input point at a very narrow kernel) by noise
+        rounding = _ROUNDING * 4.0 * gamma * np.abs(ym).max(axis=(1, 2))
+        keep = (gnorm2 >= 1e-30) & (gnorm2 > rounding * rounding)
         moving, ym, pm, bm, dy, dp, gnorm2 = (arr[keep] for arr in (moving, ym, pm, bm, dy, dp, gnorm2))
         step[moving] *= 1.5
         searching = np.arange(len(moving))
@@ -199,7 +204,7 @@ def _square_roots(g: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
 
 
 def _coefficients(y: np.ndarray, l: np.ndarray, pinv: dict[int, np.ndarray]) -> np.ndarray:
-    """``W = y L^+`` (M, s, N), so that the points are ``c = W x`` in feature space."""
+    """``W = y L^+`` (M, s, N): the combination ``W x`` of the input points that ``y`` stands for."""
     w = np.linalg.solve(l.transpose(0, 2, 1), y.transpose(0, 2, 1)).transpose(0, 2, 1) if not pinv else None
     if w is None:
         w = np.empty((len(y), y.shape[1], l.shape[1]))
@@ -291,15 +296,17 @@ def reduce_sets(
             pinv: dict[int, np.ndarray] = {}
             if dim > n:
                 l, pinv = _square_roots(g)
-            y = np.ascontiguousarray(l[:, start])
+            y0 = np.ascontiguousarray(l[:, start])
+            y = y0.copy()
             b[rows] = _optimise(g, l, a[rows, :n], y, float(gamma), rounds, tol)
             if dim <= n:
                 c[rows] = y
                 continue
-            w = _coefficients(y, l, pinv)
+            w = _coefficients(y - y0, l, pinv)  # the moves only: a point that never moved stays exact
             for d0 in range(0, len(rows), data_chunk):
                 part = rows[d0 : d0 + data_chunk]
-                c[part] = w[d0 : d0 + len(part)] @ _padded(sets, part, n, dim)
+                x = _padded(sets, part, n, dim)
+                c[part] = x[:, start] + w[d0 : d0 + len(part)] @ x
     return c, b
 
 
