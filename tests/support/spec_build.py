@@ -58,16 +58,26 @@ def tiny_env(resources: Path) -> dict[str, str]:
             "GMI_RESOLUTION": str(s.resolution), "GMI_BATCH_SIZE": str(s.batch_size), "GMI_ALLOW_DOWNLOADS": "false"}
 
 
-def tiny_library(folder: Path, seeds: tuple[int, ...], catalog_path: Path | None = None) -> tuple[Catalog, list[Path]]:
-    """Tiny checkpoints ``m<seed>.safetensors`` in ``folder/library``, scanned into a catalog."""
+def tiny_checkpoints(folder: Path, seeds: tuple[int, ...]) -> list[Path]:
+    """Tiny SD 1.x checkpoint files ``m<seed>.safetensors`` (build once per module: a few seconds)."""
+    out = []
+    for seed in seeds:
+        ck = make_tiny_checkpoint(folder / f"m{seed}", "sd1", seed=seed)
+        out.append(Path(shutil.copy(ck.path, folder / f"m{seed}.safetensors")))
+    return out
+
+
+def tiny_library(folder: Path, checkpoints: list[Path], catalog_path: Path | None = None) -> tuple[Catalog, list[Path]]:
+    """Copies of ``checkpoints`` in ``folder/library``, scanned into a catalog by the real scan."""
     lib = folder / "library"
     lib.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in seeds:
-        ck = make_tiny_checkpoint(folder / "build" / f"m{seed}", "sd1", seed=seed)
-        paths.append(Path(shutil.copy(ck.path, lib / f"m{seed}.safetensors")))
+    paths = [Path(shutil.copy(ck, lib / ck.name)) for ck in checkpoints]
     catalog = Catalog(catalog_path)
+    rescan(catalog, lib)
+    return catalog, paths
+
+
+def rescan(catalog: Catalog, lib: Path) -> None:
     library = Library(catalog, probe_fn=tiny_probe)
     library.add_folder(lib)
     run(library.scan())
-    return catalog, paths
