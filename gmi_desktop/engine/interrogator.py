@@ -213,8 +213,12 @@ class Interrogator:
         stem = self.clip_model_name.replace("/", "_").replace("@", "_")
         return {table: self.cache_folder / f"{stem}_{table}.safetensors" for table in _label_tables(self.label_data_path)}
 
-    def prepare_labels(self, progress: LabelProgressFn | None = None) -> None:
-        """Embed every label table not cached yet (atomically written; cancellable via ``progress``)."""
+    def prepare_labels(self, progress: LabelProgressFn | None = None,
+                       fetch: Callable[[str, list[str], Path], bool] | None = None) -> None:
+        """Embed every label table not cached yet (atomically written; cancellable via ``progress``).
+        ``fetch(table, labels, path)`` may put a verified pre-computed table at ``path`` first
+        (:class:`gmi_desktop.engine.label_cache.PublishedLabels`); when it returns False the table
+        is computed here."""
         from safetensors.numpy import save
 
         tables = _label_tables(self.label_data_path)
@@ -222,6 +226,8 @@ class Interrogator:
         for table, path in self.label_cache_paths().items():
             labels = tables[table]
             if _cache_is_current(path, labels):
+                continue
+            if fetch is not None and fetch(table, labels, path) and _cache_is_current(path, labels):
                 continue
             parts = []
             for start in range(0, len(labels), batch):
