@@ -182,12 +182,12 @@ def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_
         return PackDecision(str(entry)[:80], "refused", "manifest entry lacks file, keys or checksum")
     name = entry["file"]
     label = name
-    reason = _unsafe_name(name)
-    if reason:
-        return PackDecision(label, "refused", reason)
     if name in seen:
         return PackDecision(label, "refused", "listed twice in the manifest")
     seen.add(name)
+    reason = _unsafe_name(name)
+    if reason:
+        return PackDecision(label, "refused", reason)
     matching = [i for i in infos if i.filename == name]
     if not matching:
         return PackDecision(label, "refused", "listed in the manifest but not in the pack")
@@ -195,7 +195,7 @@ def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_
         return PackDecision(label, "refused", "stored twice in the pack")
     info = matching[0]
     mode = info.external_attr >> 16
-    if info.is_dir() or (mode and not stat.S_ISREG(mode)):
+    if info.is_dir() or stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no type recorded (plain file)
         return PackDecision(label, "refused", "not a regular file (a link or folder)")
     data = _read_limited(archive, info, MAX_ENTRY_BYTES)
     if isinstance(data, str):
@@ -210,7 +210,7 @@ def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_
         except UserInputError as exc:
             return PackDecision(label, "refused", f"not a valid specification: {exc.reason}")
     recipe = spec.recipe
-    if recipe.checkpoint_sha256 != entry["checkpoint_sha256"].lower() or spec.model_id != recipe.checkpoint_sha256:
+    if recipe.checkpoint_sha256 != entry["checkpoint_sha256"].lower():
         return PackDecision(label, "refused", "its checkpoint SHA-256 differs from its key in the manifest")
     if recipe_digest(recipe) != entry["recipe_digest"].lower():
         return PackDecision(label, "refused", "its recipe differs from its recipe digest in the manifest")
