@@ -88,6 +88,7 @@ class Identifier:
         self.catalog = catalog
         self.store_dir = Path(store_dir) if store_dir is not None else None
         self._index_cache: tuple[Any, SpecIndex] | None = None
+        self._store_cache: tuple[Any, SpecStore] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -115,7 +116,7 @@ class Identifier:
         folder = self._folder()
         if not folder.is_dir():
             return _Library([], [], records, set())
-        store = SpecStore(folder)
+        store = self._store(folder)
         best: dict[str, tuple[Specification, Path]] = {}
         encoders = set()
         for spec, path in zip(store.specs, store.paths):
@@ -129,6 +130,14 @@ class Identifier:
                 best[sha] = (spec, path)
         chosen = [best[sha] for sha in sorted(best)]
         return _Library([s for s, _ in chosen], [p for _, p in chosen], records, encoders)
+
+    def _store(self, folder: Path) -> SpecStore:
+        """The folder's specifications, re-read only when its files changed (name, size, mtime)."""
+        signature = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)
+                                 if e.name.endswith(SPEC_SUFFIX) and not e.name.startswith(".")))
+        if self._store_cache is None or self._store_cache[0] != (folder, signature):
+            self._store_cache = ((folder, signature), SpecStore(folder))
+        return self._store_cache[1]
 
     def _index(self, library: _Library) -> SpecIndex:
         gamma = float(getattr(self.settings, "gamma", 0.0) or DEFAULT_GAMMA)
