@@ -11,6 +11,11 @@ many of a method's mistakes went to a model whose own prompts are about the quer
 (against the share expected if mistakes ignored prompts). The decoy scenario isolates winning
 "from its prompts alone": one extra model whose prompt texts paraphrase the task prompts but
 whose images are ordinary; it never made a task image, so every query it wins is a mistake.
+
+Reproducibility: worlds are seeded and a rerun on one machine gives the same bytes (also with
+another BLAS thread count). Across machines it need not: ``SpecIndex`` scores in float32, whose
+last bits depend on the CPU's BLAS kernels, and a query whose true model is within ~2e-7 of
+another model's score can change rank by one (docs/evaluation.md, "Reproducibility").
 """
 
 from __future__ import annotations
