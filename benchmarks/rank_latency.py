@@ -46,9 +46,8 @@ N, D, DT = 55, 768, 768
 OWN_EVERY = 5  # "own" library: models 0, 5, 10, ... have their own prompt set
 
 
-def synthetic_specs(m: int, seed: int = 0, own_every: int = 0) -> list[Specification]:
-    """``m`` specifications sharing one default prompt set; with ``own_every`` k, every k-th model
-    (0, k, 2k, ...) has a prompt set of its own instead. Image features do not depend on it."""
+def synthetic_specs(m: int, seed: int = 0) -> list[Specification]:
+    """``m`` specifications sharing one default prompt set (the "shared" library)."""
     rng = np.random.default_rng(seed)
     prompts = tuple(f"default prompt {i}" for i in range(N))
     q = rng.standard_normal((N, DT), dtype=np.float32)
@@ -60,16 +59,10 @@ def synthetic_specs(m: int, seed: int = 0, own_every: int = 0) -> list[Specifica
         centre = rng.standard_normal((e - c, 1, D), dtype=np.float32)
         block = centre + 0.8 * rng.standard_normal((e - c, N, D), dtype=np.float32)
         z[c:e] = block / np.linalg.norm(block, axis=2, keepdims=True)
-    own_rng = np.random.default_rng([seed, 1])
-    specs = []
-    for i in range(m):
-        if own_every and i % own_every == 0:
-            own = tuple(f"model {i} prompt {j}" for j in range(N))
-            qi = own_rng.standard_normal((N, DT), dtype=np.float32)
-            specs.append(Specification(f"model-{i:05d}", z[i], qi, own, SpecRecipe(f"sha{i}", "synthetic-768", prompt_set_digest(own))))
-        else:
-            specs.append(Specification(f"model-{i:05d}", z[i], q, prompts, SpecRecipe(f"sha{i}", "synthetic-768", digest)))
-    return specs
+    return [
+        Specification(f"model-{i:05d}", z[i], q, prompts, SpecRecipe(f"sha{i}", "synthetic-768", digest))
+        for i in range(m)
+    ]
 
 
 def with_own_prompts(specs: list[Specification], seed: int = 0) -> list[Specification]:

@@ -7,7 +7,9 @@
     gmi-desktop bench --weighting-study [--seeds 0-9] [--gammas G ...] [--out DIR]
 
 Each mode is one entry of :data:`MODES`: the options that apply to it and the function that runs
-it. An option given outside its mode is an error (exit 2), never silently ignored. Gamma and the
+it. An option given outside its mode is an error (exit 2), never silently ignored. A new mode is
+its flag in the ``mode`` group of :func:`register` (options default to None), its options in
+:data:`OPTION_FLAGS`, and one :data:`MODES` entry. Gamma and the
 identification method come from the settings chain (defaults < settings.toml < ``GMI_GAMMA`` /
 ``GMI_METHOD`` < ``--gamma``).
 """
