@@ -206,3 +206,21 @@ def test_weighting_study_is_bit_reproducible_on_one_machine():
     first = run_job(run_weighting_study([0, 1], gammas=(2.0,), images_per_query=(1,), world_overrides=small))
     again = run_job(run_weighting_study([0, 1], gammas=(2.0,), images_per_query=(1,), world_overrides=small))
     assert first.to_json() == again.to_json()
+
+
+def test_recorded_study_matches_the_current_code():
+    """One recorded cell (world seed 0, own prompts, gamma 2, single images) recomputed: a change to
+    the scoring code that moves the study fails here, rather than leaving the document stale."""
+    from gmi_desktop.core.index import SpecIndex
+    from gmi_desktop.evaluation.benchmark import build_requirements, evaluate_methods
+    from gmi_desktop.evaluation.synthetic import make_world, world_specifications
+
+    data = json.loads(STUDY.read_text(encoding="utf-8"))
+    methods = [f"proposal:{w}" for w in WEIGHTINGS]
+    world = make_world(0, own_prompts=True)
+    reqs, true = build_requirements(world.tasks, 1, with_pixels=False)
+    results = evaluate_methods(SpecIndex(world_specifications(world), gamma=2.0), reqs, true, methods, 1, world.model_ids)
+    for res in results:
+        cell = next(c for c in data["cells"] if c["scenario"] == "own prompts (A.5)" and c["images_per_query"] == 1
+                    and c["gamma"] == 2.0 and c["method"] == res.method)
+        assert (res.average_rank, res.top1) == (cell["average_rank"][0], cell["top1"][0]), res.method
