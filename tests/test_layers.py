@@ -19,7 +19,7 @@ ALLOWED = {
     "store": {"core"},
     "engine": {"core", "store"},
     "services": {"core", "store", "engine"},
-    "cli": {"core", "store", "engine", "services"},
+    "cli": {"core", "store", "engine", "services", "integrations"},
     "gui": {"core", "store", "services"},
     "integrations": {"core", "store", "services", "gui"},
 }
