@@ -129,6 +129,10 @@ class Primary(QObject):
         self._server = server
 
     def close(self) -> None:
+        """Stop listening and release the lock. Connections still open are dropped first, with
+        their signals cut, so none reaches this object while Qt destroys it."""
+        for socket in list(self._buffers):
+            self._forget(socket)
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -163,18 +167,19 @@ class Primary(QObject):
             found = decode_message(bytes(buffer))
         except ValueError:
             self._forget(socket)
-            socket.abort()
             return
         if found is None:
             return
-        self._buffers.pop(socket, None)
         socket.write(ACK)
         socket.flush()
-        socket.disconnectFromServer()
+        self._buffers[socket] = bytearray()  # answered; the sender closes its end
         self.paths_received.emit(found)
 
     def _forget(self, socket: QLocalSocket) -> None:
         self._buffers.pop(socket, None)
+        socket.readyRead.disconnect()
+        socket.disconnected.disconnect()
+        socket.abort()
         socket.deleteLater()
 
 
