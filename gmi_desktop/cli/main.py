@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "gmi_desktop.cli.cmd_bench",
     "gmi_desktop.cli.cmd_scan",
     "gmi_desktop.cli.cmd_integrate",
+    "gmi_desktop.cli.cmd_watch",
 )
 
 
