@@ -49,6 +49,9 @@ class Item:
 def launch_command() -> list[str]:
     """The argv prefix a file manager runs, followed by the image paths: ``... open FILE...``."""
     if getattr(sys, "frozen", False):  # a PyInstaller bundle: the executable is the app
+        windowed = Path(sys.executable).with_name(f"{APP_NAME}.exe")
+        if sys.platform == "win32" and windowed.exists():  # no console window for a menu click
+            return [os.fspath(windowed), "open"]
         return [sys.executable, "open"]
     return [sys.executable, "-m", "gmi_desktop", "open"]
 
