@@ -116,7 +116,7 @@ def test_pyinstaller_spec_names_every_module_imported_by_name_and_ships_resource
 
 @pytest.mark.skipif(os.environ.get("GMI_TEST_FREEZE") != "1",
                     reason="builds a PyInstaller bundle (minutes): set GMI_TEST_FREEZE=1 to run it")
-def test_frozen_light_bundle_runs(tmp_path):
+def test_frozen_light_bundle_runs(tmp_path, qtbot):
     pytest.importorskip("PyInstaller", reason="PyInstaller is not installed (pip install -e '.[freeze]')")
     env = dict(os.environ, GMI_FREEZE_LIGHT="1")
     subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", str(tmp_path / "dist"),
@@ -131,3 +131,14 @@ def test_frozen_light_bundle_runs(tmp_path):
     assert (rendered / "gmi-desktop.svg").read_bytes() == (ROOT / "resources" / "icons" / "gmi-desktop.svg").read_bytes()
     entry = (rendered / "gmi-desktop.desktop").read_text()
     assert f"Exec={exe} open %F" in entry  # a frozen app runs itself
+    # the frozen `open` hands its image to a running instance (QtNetwork made it into the bundle)
+    from gmi_desktop.integrations.single_instance import claim
+
+    primary = claim([], timeout_s=10)
+    try:
+        with qtbot.waitSignal(primary.paths_received, timeout=60_000) as received:
+            proc = subprocess.Popen([str(exe), "open", "frozen image.png"], cwd=tmp_path)
+        assert received.args == [[str(tmp_path / "frozen image.png")]]
+        assert proc.wait(timeout=60) == 0
+    finally:
+        primary.close()
