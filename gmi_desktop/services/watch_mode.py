@@ -63,18 +63,21 @@ def result_path(image: Path) -> Path:
 
 
 def jsonable(value: Any) -> Any:
-    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
+    """Dataclasses (their shown fields: one left out of the repr, such as an identification's
+    reusable ranking state, is internal), paths, tuples and numpy scalars as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if getattr(value, "ndim", None) == 0:  # numpy scalar
         return value.item()
-    return value
+    return str(value)
 
 
 def _key_json(key: StatKey) -> dict:
