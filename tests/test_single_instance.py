@@ -170,3 +170,34 @@ def test_a_second_claim_in_the_same_session_is_a_secondary(tmp_path, qtbot):
         assert got == [str(tmp_path / "a.png")]
     finally:
         primary.close()
+
+
+def test_a_hand_over_brings_the_window_to_front_and_identifies(qtbot, tmp_path):
+    from PySide6.QtWidgets import QMainWindow
+
+    from gmi_desktop.integrations.launch import connect_window
+
+    class Window(QMainWindow):  # the part of the main window's interface the hand-over uses
+        def __init__(self):
+            super().__init__()
+            self.identified: list[list[Path]] = []
+
+        def identify(self, images):
+            self.identified.append(images)
+
+    window = Window()
+    qtbot.addWidget(window)
+    window.showMinimized()
+    primary = si.claim([], timeout_s=10)
+    try:
+        connect_window(primary, window)
+        with qtbot.waitSignal(primary.paths_received, timeout=30_000):
+            proc = subprocess.Popen([sys.executable, "-m", "gmi_desktop", "open", "x.png"], cwd=tmp_path,
+                                    env=child_env(), stderr=subprocess.PIPE)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert window.identified == [[tmp_path / "x.png"]]
+        assert not window.isMinimized() and window.isVisible()
+        primary.paths_received.emit([])  # a launch without images: to the front, nothing identified
+        assert window.identified == [[tmp_path / "x.png"]]
+    finally:
+        primary.close()
