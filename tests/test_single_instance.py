@@ -201,3 +201,21 @@ def test_a_hand_over_brings_the_window_to_front_and_identifies(qtbot, tmp_path):
         assert window.identified == [[tmp_path / "x.png"]]
     finally:
         primary.close()
+
+
+def test_tray_notices_fall_back_to_the_status_line_without_a_tray(qapp, qtbot):
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    from gmi_desktop.integrations.tray import TrayNotifier
+    from gmi_desktop.services.watch_mode import Notice
+
+    notifier = TrayNotifier()
+    try:
+        assert (notifier.tray is None) == (not QSystemTrayIcon.isSystemTrayAvailable())
+        if notifier.tray is not None:
+            pytest.skip("this session has a system tray; the fallback is for sessions without one")
+        with qtbot.waitSignal(notifier.fallback, timeout=1000) as shown:
+            assert notifier.show(Notice("usable", "m: specification usable (coarse, 11/55 images)")) is False
+        assert shown.args == ["m: specification usable (coarse, 11/55 images)"]
+    finally:
+        notifier.close()
