@@ -18,6 +18,7 @@ from pathlib import Path
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.store import paths
 from gmi_desktop.store.atomic import atomic_write_bytes
+from gmi_desktop.store.resources import resources_dir
 
 APP_ID = "gmi-desktop"
 APP_NAME = "GMI Desktop"
@@ -54,14 +55,6 @@ def launch_command() -> list[str]:
             return [os.fspath(windowed), "open"]
         return [sys.executable, "open"]
     return [sys.executable, "-m", "gmi_desktop", "open"]
-
-
-def resources_dir() -> Path:
-    """The application's ``resources/`` folder (``GMI_RESOURCES_DIR`` overrides it)."""
-    override = os.environ.get("GMI_RESOURCES_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "resources"
 
 
 def icon_svg() -> bytes:
