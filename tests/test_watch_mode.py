@@ -226,3 +226,28 @@ def test_images_folder_each_new_image_identified_once_when_complete(setup, tmp_p
         assert "identified" not in kinds(again)
     finally:
         mode.stop()
+
+
+def test_cli_watch_stops_cleanly_on_sigterm(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    library_dir = tmp_path / "library"
+    library_dir.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "gmi_desktop", "watch", str(library_dir), "--no-build"],
+                            stderr=subprocess.PIPE, env=env)
+    os.set_blocking(proc.stderr.fileno(), False)
+    err = b""
+    deadline = time.monotonic() + 120
+    while b"info: watching" not in err:
+        assert time.monotonic() < deadline and proc.poll() is None, err.decode(errors="replace")
+        err += proc.stderr.read() or b""
+        time.sleep(0.05)
+    (library_dir / "notes.txt").write_text("a file appears while watching")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    os.set_blocking(proc.stderr.fileno(), True)
+    err += proc.stderr.read()
+    assert err.decode().rstrip().endswith("stopped"), err.decode(errors="replace")
