@@ -103,13 +103,15 @@ def _winreg():
 def _ours(winreg) -> bool | None:
     """True: our verb is there; False: a verb of that name we did not write; None: none."""
     try:
-        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, VERB_KEY) as key:
-            value, _kind = winreg.QueryValueEx(key, MARKER_VALUE)
-            return value == MARKER
+        key = winreg.OpenKey(winreg.HKEY_CURRENT_USER, VERB_KEY)
     except FileNotFoundError:
         return None
-    except OSError:
-        return False
+    with key:
+        try:
+            value, _kind = winreg.QueryValueEx(key, MARKER_VALUE)
+        except OSError:  # a verb of that name without our marker
+            return False
+        return value == MARKER
 
 
 def install(command: list[str]) -> list[Item]:
