@@ -12,6 +12,7 @@ The same keys are written through :mod:`winreg` on Windows (:func:`install`) and
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -135,7 +136,8 @@ def uninstall() -> list[Item]:
         return [Item("context menu verb", where, "absent")]
     if state is False:
         return [Item("context menu verb", where, "foreign")]
-    winreg.DeleteKey(winreg.HKEY_CURRENT_USER, VERB_KEY + "\\command")
+    with contextlib.suppress(FileNotFoundError):
+        winreg.DeleteKey(winreg.HKEY_CURRENT_USER, VERB_KEY + "\\command")
     winreg.DeleteKey(winreg.HKEY_CURRENT_USER, VERB_KEY)
     _notify_association_changed()
     return [Item("context menu verb", where, "removed")]
