@@ -19,6 +19,7 @@ from gmi_desktop.services.specs import SpecBuilder
 from gmi_desktop.services.watch_mode import WatchMode
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.hashing import iter_hash_file, stat_key
+from gmi_desktop.store.resources import resources_dir
 from tests.support.spec_build import tiny_checkpoints, tiny_probe, tiny_resources, tiny_settings
 from tests.support.tiny_clip import register_tiny_clip
 
@@ -28,7 +29,13 @@ def tiny(tmp_path_factory):
     register_tiny_clip()
     folder = tmp_path_factory.mktemp("tiny")
     (checkpoint,) = tiny_checkpoints(folder, (7,))
-    return checkpoint, tiny_resources(folder / "resources")
+    prompts = folder / "prompts"  # ten prompts: a coarse specification is 2 images, a full one 10
+    prompts.mkdir()
+    shipped = resources_dir() / "prompts"
+    default = [line for line in (shipped / "default.txt").read_text().splitlines() if line and not line.startswith("#")]
+    (prompts / "default.txt").write_text("\n".join(default[:10]) + "\n")
+    shutil.copy(shipped / "evaluation.txt", prompts / "evaluation.txt")
+    return checkpoint, tiny_resources(folder / "resources", prompts)
 
 
 class HashLog:
@@ -251,3 +258,23 @@ def test_cli_watch_stops_cleanly_on_sigterm(tmp_path):
     os.set_blocking(proc.stderr.fileno(), True)
     err += proc.stderr.read()
     assert err.decode().rstrip().endswith("stopped"), err.decode(errors="replace")
+
+
+def test_a_moved_model_with_a_complete_specification_is_not_queued_again(setup):
+    from gmi_desktop.core.progress import run
+
+    checkpoint, library_dir, library, builder, hashes = setup
+    shutil.copy(checkpoint, library_dir / "m.safetensors")
+    notices = []
+    mode = WatchMode(library, builder, debounce_s=0.1, stable_s=0.3, catch_up=False, on_notice=notices.append)
+    mode.start()
+    try:
+        run(builder.build(quick=False))  # complete ("ready")
+        (library_dir / "sub").mkdir()
+        os.rename(library_dir / "m.safetensors", library_dir / "sub" / "renamed.safetensors")
+        pump(mode, 30, until=lambda: library.catalog.get(library_dir / "sub" / "renamed.safetensors") is not None)
+        pump(mode, 1.0)
+        assert "queued" not in kinds(notices) and mode.queued == []
+        assert len(hashes.calls) == 1  # the first scan's; the rename reused it
+    finally:
+        mode.stop()

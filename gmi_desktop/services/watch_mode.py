@@ -226,10 +226,14 @@ class WatchMode:
             record = self.library.catalog.get(event.path)
             if record is None or record.status != "ok" or not record.sha256 or self.builder is None:
                 return
-            if record.sha256 not in self.queued:
-                self.queued.append(record.sha256)
-                self._want_build = True
-                self._notify(Notice("queued", f"{record.name}: queued for its specification", event.path, record.sha256))
+            if record.sha256 in self.queued:
+                return
+            status = self.builder.statuses().get(record.sha256)
+            if status is not None and status.state in ("ready", "skipped"):
+                return  # a move or another copy of a model whose specification is complete
+            self.queued.append(record.sha256)
+            self._want_build = True
+            self._notify(Notice("queued", f"{record.name}: queued for its specification", event.path, record.sha256))
         elif event.kind == "removed":
             self._notify(Notice("removed", f"{event.path}: gone (kept in the catalog as missing)", event.path))
         elif event.kind in ("problem", "fallback"):
