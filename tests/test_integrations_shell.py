@@ -121,13 +121,15 @@ def test_dolphin_menu_runs_the_same_command():
     assert parse_exec(action["Exec"]) == [*command, "%F"]
 
 
-def test_thunar_command_reads_back_as_thunar_runs_it():
-    command = [AWKWARD, "open"]
-    files = ["/home/u/my image 100%.png", "/home/u/it's ünï.webp"]
+def test_thunar_command_runs_as_thunar_runs_it(tmp_path):
+    command, log = recorder(tmp_path)
+    command = [*command[:-1], "odd 100% $HOME 'arg'", "open"]
+    files = ["/home/u/my image 100%.png", "/home/u/it's ünï $HOME.webp"]
     line = linux.thunar_command(command)
-    # Thunar replaces %F by the quoted files and %% by %, then splits like g_shell_parse_argv
+    # Thunar replaces %F by the g_shell_quote'd files and %% by %, then runs /bin/sh -c LINE
     expanded = re.sub(r"%(.)", lambda m: " ".join(shlex.quote(f) for f in files) if m[1] == "F" else m[1], line)
-    assert shlex.split(expanded) == [*command, *files]
+    subprocess.run(["/bin/sh", "-c", expanded], check=True, timeout=60)
+    assert json.loads(log.read_text()) == [*command[2:], *files]
 
 
 def test_nautilus_script_passes_every_selected_path(tmp_path, home):

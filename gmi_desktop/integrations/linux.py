@@ -138,7 +138,8 @@ def nautilus_script(command: list[str]) -> str:
 
 
 def thunar_command(command: list[str]) -> str:
-    """A Thunar command line: GLib shell quoting (single quotes), ``%`` doubled, then ``%F``."""
+    """A Thunar command line: Thunar substitutes ``%F`` (and ``%%``) and runs it with ``/bin/sh
+    -c``, so: POSIX single quotes, every ``%`` doubled, then ``%F``."""
     check_command(command)
     return " ".join(shlex.quote(a).replace("%", "%%") for a in command) + " %F"
 
