@@ -228,7 +228,7 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
     query = tmp_path / "q.png"
     picture(0, seed=11).save(query)
     clip_model, interrogator = host.clip(), host.interrogator()
-    calls = {"images": 0, "interrogate": 0, "texts": 0}
+    calls = {"images": 0, "image_tower": 0, "interrogate": 0, "texts": 0}
 
     def counting(obj, name, key):
         real = getattr(obj, name)
@@ -240,7 +240,8 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
         setattr(obj, name, wrapper)
 
     counting(clip_model, "encode_images", "images")
-    counting(clip_model, "encode_texts", "texts")
+    counting(clip_model.module, "encode_image", "image_tower")  # the interrogator's image features too
+    counting(clip_model, "tokenizer", "texts")  # every text encoding path tokenizes once
     counting(interrogator, "interrogate", "interrogate")
     ident = identifier(world, catalog, host)
     result = run(ident.identify([query]))
@@ -253,6 +254,7 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
     assert red.ranking[0].name == "dreamy" and green.ranking[0].name == "other"
     assert (green.prompt_source, green.pseudo_prompt) == ("user", "a green tree")
     assert calls["images"] == seen["images"] and calls["interrogate"] == seen["interrogate"]
+    assert calls["image_tower"] == seen["image_tower"] > 0
     assert calls["texts"] == seen["texts"] + 2  # only the two new prompts were encoded
     again = ident.rerank(green, "a red house")  # cached text feature: nothing encoded at all
     assert calls["texts"] == seen["texts"] + 2 and again.ranking == red.ranking
@@ -348,3 +350,23 @@ def test_cli_identify_ranks_and_refuses_bad_input(world, tmp_path, monkeypatch, 
     assert len(err.strip().splitlines()) == 1 and "junk.png" in err
     assert main(["identify", str(query), "--method", "vibes"]) == 2
     assert main(["identify", str(query), "--top", "0"]) == 2
+
+
+def test_trimmed_prompt_features_equal_the_full_encoder(clip):
+    from gmi_desktop.engine.prompt_features import encode_prompts, trimmable
+
+    texts = ["a red house", "masterpiece, best quality, " * 30, "", "a green tree at night"]
+    assert trimmable(clip.module)
+    np.testing.assert_allclose(encode_prompts(clip, texts), clip.encode_texts(texts), atol=1e-6)
+
+
+def test_two_query_images_each_with_its_own_prompt(world, catalog, host, tmp_path):
+    params = a1111_parameters("a red house", model="dreamy", model_hash=world.autov2["dreamy"])
+    tagged = write_png_text(tmp_path / "a.png", {"parameters": params}, picture(0, seed=21))
+    plain = tmp_path / "b.png"
+    picture(0, seed=22).save(plain)
+    result = run(identifier(world, catalog, host).identify([tagged, plain]))
+    assert [q.prompt_source for q in result.queries] == ["metadata", "interrogator"]
+    assert result.queries[0].prompt == "a red house" and result.queries[1].prompt
+    assert result.prompt_source == "interrogator" and len(result.ranking) == 3
+    assert result.ranking[0].name == "dreamy" and result.ranking[0].exact

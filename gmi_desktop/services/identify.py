@@ -39,6 +39,7 @@ from gmi_desktop.core.progress import CancelFn, Job, Progress, check_cancel
 from gmi_desktop.core.ranking import order_from_scores, ranks_from_scores
 from gmi_desktop.core.scores import downsample_pixels
 from gmi_desktop.core.spec import Requirement, Specification
+from gmi_desktop.engine.prompt_features import encode_prompts
 from gmi_desktop.services.identify_explain import closest_thumbnails, completeness
 from gmi_desktop.services.identify_match import evidence_by_sha, match_metadata
 from gmi_desktop.services.identify_types import Evidence, Identification, QueryImage, RankedModel
@@ -280,7 +281,7 @@ class Identifier:
         if text:
             feature = state.text_cache.get(text)
             if feature is None:
-                feature = state.text_cache[text] = self.host.clip().encode_texts([text])
+                feature = state.text_cache[text] = encode_prompts(self.host.clip(), [text])
             prompt_features = np.repeat(feature, len(state.base_prompts), axis=0)
             shown, source = text, "user"
         else:
