@@ -166,16 +166,12 @@ def iter_prepare_labels(interrogator: Any, *, allow_downloads: bool, cancel: Can
     if allow_downloads and not offline:
         fetcher = PublishedLabels(interrogator.clip, endpoint=endpoint, sink=events.put, cancel=stopped)
 
-    def progress(table: str, done: int, total: int) -> None:
-        if stopped():
-            raise Cancelled("label embedding cancelled")
-        events.put(Progress("labels", done, total, item=table, message=f"embedding {table} labels"))
 
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            interrogator.prepare_labels(progress=progress, fetch=fetcher)
+            interrogator.prepare_labels(progress=events.put, cancel=stopped, fetch=fetcher)
         except BaseException as exc:  # handed to the generator's thread below
             failure.append(exc)
 
