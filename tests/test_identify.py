@@ -19,11 +19,12 @@ from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
 from gmi_desktop.engine.clip import load_clip
 from gmi_desktop.engine.host import ModelHost
 from gmi_desktop.services.identify import Identifier
-from gmi_desktop.services.identify_explain import closest_rows, completeness, thumbs_dir
+from gmi_desktop.services.identify_explain import closest_rows, completeness
 from gmi_desktop.services.library import Library
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.settings import Settings
-from gmi_desktop.store.specfile import save_spec, spec_filename
+from gmi_desktop.store.spec_state import save_thumbnail, thumbnail_paths
+from gmi_desktop.store.specfile import load_spec, save_spec, spec_filename
 from tests.support.image_metadata import (a1111_parameters, invokeai_metadata, write_comfyui, write_exif_comment,
                                           write_png_text)
 from tests.support.library_files import write_checkpoint
@@ -66,12 +67,22 @@ def clip():
 
 
 def make_spec(clip, sha: str, name: str, order: list[int], images_total: int | None = None) -> Specification:
-    generation = {"steps": 4, "resolution": 64}
-    if images_total:
-        generation["images_total"] = images_total
+    generation = {"steps": 4, "resolution": 64, "prompt_indices": list(range(len(order)))}
+    if images_total:  # the spec builder's record of the full prompt set (a coarse spec holds fewer)
+        generation.update(prompts_total=images_total, images_per_prompt=1)
     recipe = SpecRecipe(sha, clip.encoder_id, prompt_set_digest(PROMPTS), generation)
     return Specification(sha, clip.encode_images([picture(c, seed=100 + i) for i, c in enumerate(order)]),
                          clip.encode_texts(list(PROMPTS)), PROMPTS, recipe, display_name=name)
+
+
+def make_spec_like(path: Path, encoder_id: str, dim: int = 768) -> Specification:
+    """A specification of the same checkpoint with another encoder's (random, unit) features."""
+    base = load_spec(path)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((base.n_images, dim))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    recipe = SpecRecipe(base.recipe.checkpoint_sha256, encoder_id, base.recipe.prompt_set_digest, {"steps": 25})
+    return Specification(base.model_id, z, rng.standard_normal((base.n_images, dim)), base.prompts, recipe)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +112,11 @@ def world(tmp_path_factory, clip) -> World:
             path = save_spec(spec, data / "specs" / spec_filename(spec.model_id, spec.recipe.encoder_id))
             catalog.set_spec_ref(sha, path)
             spec_paths[stem] = path
-        folder = thumbs_dir(spec_paths["dreamy"])  # thumbnails beside one spec: rows 0..3
-        folder.mkdir()
-        for row, colour in enumerate(orders["dreamy"]):
-            picture(colour, seed=100 + row).resize((16, 16)).save(folder / f"{row:04d}.webp")
+        vit_l = make_spec_like(spec_paths["dreamy"], "open_clip:ViT-L-14/openai")  # what a real install holds
+        save_spec(vit_l, data / "specs" / spec_filename(vit_l.model_id, vit_l.recipe.encoder_id))
+        dreamy = load_spec(spec_paths["dreamy"])  # thumbnails where the spec builder keeps them
+        for row, path in enumerate(thumbnail_paths(spec_paths["dreamy"], dreamy)):
+            save_thumbnail(path, picture(orders["dreamy"][row], seed=100 + row))
         return World(data, root, {k: r.sha256 for k, r in records.items()}, {k: r.autov2 for k, r in records.items()},
                      {k: r.autov1 for k, r in records.items()}, spec_paths)
 
@@ -201,7 +213,8 @@ def test_ranking_with_user_prompt_closest_thumbnails_and_completeness(world, cat
     by_name = {m.name: m for m in result.ranking}
     assert by_name["third"].completeness == 0.5 and by_name["dreamy"].completeness == 1.0
     # the closest spec thumbnails: dreamy's row 0 is the red image
-    assert by_name["dreamy"].closest[0].name == "0000.webp" and by_name["other"].closest == ()
+    assert by_name["dreamy"].closest[0] == thumbnail_paths(world.spec_paths["dreamy"], load_spec(world.spec_paths["dreamy"]))[0]
+    assert len(by_name["dreamy"].closest) == 3 and by_name["other"].closest == ()
     assert {"reading", "encoding", "ranking"} <= {e.stage for e in events}
     assert result.missing is None and result.metadata_matches == ()
 
@@ -299,11 +312,17 @@ def test_missing_caption_model_falls_back_to_image_only(world, catalog, tmp_path
         host.close()
 
 
-def test_no_specifications_yet(tmp_path, catalog, world):
+def test_no_specifications_yet_or_none_for_this_encoder(tmp_path, catalog, world):
     query = tmp_path / "q.png"
     picture(0).save(query)
-    result = run(Identifier(tiny_settings(), ModelHost(tiny_settings()), catalog, tmp_path / "none").identify([query]))
+    host = ModelHost(tiny_settings())
+    result = run(Identifier(tiny_settings(), host, catalog, tmp_path / "none").identify([query]))
     assert result.ranking == () and "build-specs" in result.notes[0]
+    other = tiny_settings(clip_pretrained="random-seed1")
+    other_host = ModelHost(other)
+    result = run(Identifier(other, other_host, catalog, world.data / "specs").identify([query]))
+    assert result.ranking == () and "no specification was made with open_clip:GMI-Tiny-CLIP/random-seed1" in result.notes[0]
+    assert host.loaded() == [] and other_host.loaded() == []  # nothing to rank: CLIP never loaded
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -193,9 +193,10 @@ class Identifier:
             yield Progress("reading", i, len(paths_), item=path.name)
             metas.append(read_metadata(path))
             pictures.append(load_image(path))
+        encoder = getattr(self.host, "encoder_id", None)  # known without loading CLIP
         with self._open_catalog() as catalog:
             matches = match_metadata(metas, catalog, self._spec_completeness(catalog))
-            library = self._library(catalog)
+            library = self._library(catalog, encoder)
         prompts = [user_prompt or (m.prompt if m and m.prompt else "") for m in metas]
         sources = ["user" if user_prompt else ("metadata" if p else "") for p in prompts]
 
@@ -208,18 +209,18 @@ class Identifier:
                                   tuple(notes), state)
 
         if not library.specs:
-            return result(notes=(NO_SPECS,))
+            return result(notes=(_no_specs(encoder, library.encoders),))
         check_cancel(cancel)
         yield Progress("loading", item="CLIP", message="loading the CLIP image encoder")
         try:
             clip = self.host.clip()
         except WeightsUnavailable as exc:
             return result(missing=f"CLIP weights: {exc}")
-        with self._open_catalog() as catalog:
-            library = self._library(catalog, clip.encoder_id)
-        if not library.specs:
-            return result(notes=(f"no specification was made with {clip.encoder_id} (they use "
-                                 f"{', '.join(sorted(library.encoders))}); rebuild them with this encoder",))
+        if clip.encoder_id != encoder:
+            with self._open_catalog() as catalog:
+                library = self._library(catalog, clip.encoder_id)
+            if not library.specs:
+                return result(notes=(_no_specs(clip.encoder_id, library.encoders),))
         check_cancel(cancel)
         yield Progress("encoding", 0, len(pictures), message="encoding the query images")
         features = clip.encode_images(pictures)
@@ -294,6 +295,13 @@ class Identifier:
         ranking = _rank(state, method, prompt_features)
         return replace(identification, pseudo_prompt=shown, prompt_source=source, method=method,
                        ranking=tuple(ranking), notes=notes)
+
+
+def _no_specs(encoder: str | None, encoders: set[str]) -> str:
+    if not encoders:
+        return NO_SPECS
+    return (f"no specification was made with {encoder} (the library's use {', '.join(sorted(encoders))}); "
+            "rebuild them with `gmi-desktop build-specs` or switch clip_model back")
 
 
 def _pixel_features(specs: Sequence[Specification], pictures: Sequence[Any]) -> np.ndarray | None:
