@@ -389,3 +389,20 @@ def test_two_query_images_each_with_its_own_prompt(world, catalog, host, tmp_pat
     assert result.queries[0].prompt == "a red house" and result.queries[1].prompt
     assert result.prompt_source == "interrogator" and len(result.ranking) == 3
     assert result.ranking[0].name == "dreamy" and result.ranking[0].exact
+
+
+def test_metadata_only_imports_no_torch(world, tmp_path):
+    import subprocess
+    import sys
+
+    params = a1111_parameters("a red house", model="dreamy", model_hash=world.autov2["dreamy"])
+    image = write_png_text(tmp_path / "q.png", {"parameters": params}, picture(0))
+    code = ("import sys\n"
+            "from gmi_desktop.services.identify import Identifier\n"
+            "from gmi_desktop.store.catalog import Catalog\n"
+            "from gmi_desktop.store.settings import Settings\n"
+            f"with Catalog({str(world.data / 'catalog.sqlite3')!r}) as catalog:\n"
+            f"    result = Identifier(Settings(), None, catalog).metadata_only([{str(image)!r}])\n"
+            "assert result.metadata_matches[0].name == 'dreamy', result\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

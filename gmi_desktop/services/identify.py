@@ -47,7 +47,7 @@ from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.images import load_image
 from gmi_desktop.store.metadata import read_metadata
-from gmi_desktop.store.specfile import SPEC_SUFFIX, SpecStore
+from gmi_desktop.store.specfile import SPEC_SUFFIX, SpecStore, load_spec
 
 __all__ = ["Evidence", "Identification", "Identifier", "QueryImage", "RankedModel", "METHODS"]
 
@@ -147,21 +147,18 @@ class Identifier:
             self._index_cache = (key, SpecIndex(library.specs, gamma=gamma))
         return self._index_cache[1]
 
-    def _spec_completeness(self, catalog: Catalog):
-        folder = self._folder()
+    @staticmethod
+    def _spec_completeness(catalog: Catalog):
+        """``sha256 -> completeness`` of the specification the catalog references (0 without one)."""
 
         def lookup(sha: str | None) -> float:
-            if not sha or not folder.is_dir():
+            ref = catalog.spec_ref(sha) if sha else None
+            if not ref:
                 return 0.0
-            ref = catalog.spec_ref(sha)
-            if ref and Path(ref).is_file() and Path(ref).suffix == SPEC_SUFFIX:
-                try:
-                    from gmi_desktop.store.specfile import load_spec
-
-                    return completeness(load_spec(ref))
-                except UserInputError:
-                    return 0.0
-            return 0.0
+            try:
+                return completeness(load_spec(ref))
+            except UserInputError:
+                return 0.0
 
         return lookup
 
@@ -289,12 +286,11 @@ class Identifier:
             prompt_features = state.base_features
             shown = state.base_prompts[0]
             source = "interrogator" if "interrogator" in state.base_sources else state.base_sources[0]
-        notes = identification.notes
         if prompt_features is None and method in NEEDS_PROMPT:
             method = "rkme_clip"
         ranking = _rank(state, method, prompt_features)
         return replace(identification, pseudo_prompt=shown, prompt_source=source, method=method,
-                       ranking=tuple(ranking), notes=notes)
+                       ranking=tuple(ranking))
 
 
 def _no_specs(encoder: str | None, encoders: set[str]) -> str:
