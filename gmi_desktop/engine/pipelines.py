@@ -235,9 +235,7 @@ def _old_layout_text_encoder(path: Path, folder: Path, dtype: Any) -> Any:
 
 def _zero_terminal_snr(scheduler: Any, path: Path) -> Any:
     cls = type(scheduler)
-    import inspect
-
-    if "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
+    if not _accepts(cls, "rescale_betas_zero_snr"):
         raise UnsupportedCheckpoint(path, f"zero-terminal-SNR checkpoint: scheduler {cls.__name__} cannot rescale "
                                           "to zero terminal SNR", "use the euler, dpmpp_2m, ddim or unipc scheduler")
     return cls.from_config(scheduler.config, rescale_betas_zero_snr=True, timestep_spacing="trailing")
@@ -348,4 +346,14 @@ def make_scheduler(name: str, base_config: Any) -> Any:
     if name not in _SCHEDULERS:
         raise SettingsError(None, f"unknown scheduler {name!r}", f"use one of {', '.join(SCHEDULER_NAMES)}")
     cls_name, extra = _SCHEDULERS[name]
-    return getattr(diffusers, cls_name).from_config(base_config, **extra)
+    cls = getattr(diffusers, cls_name)
+    if base_config.get("rescale_betas_zero_snr") and not _accepts(cls, "rescale_betas_zero_snr"):
+        raise SettingsError(None, f"the {name} scheduler cannot run a zero terminal SNR checkpoint",
+                            "use the euler, euler_a, dpmpp_2m, ddim or unipc scheduler")
+    return cls.from_config(base_config, **extra)
+
+
+def _accepts(cls: Any, argument: str) -> bool:
+    import inspect
+
+    return argument in inspect.signature(cls.__init__).parameters
