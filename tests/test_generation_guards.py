@@ -330,6 +330,21 @@ def test_a_gpu_failure_is_never_reported_as_a_damaged_file(sd1):
     assert isinstance(_load_failure(KeyError("model.diffusion_model.x"), sd1.path, "load"), CorruptCheckpoint)
 
 
+def test_an_unusable_gpu_is_explained_in_the_first_progress_message(sd1, monkeypatch):
+    from gmi_desktop.engine import device
+    from gmi_desktop.engine.device import CudaFacts
+
+    pascal = CudaFacts(True, "12.8", ("sm_75", "sm_80", "sm_90"), 12080, (("NVIDIA GeForce GTX 1070", (6, 1)),))
+    monkeypatch.setattr(device, "cuda_facts", lambda: pascal)  # the CUDA boundary; the rest is real
+    monkeypatch.setattr(device, "_mps_available", lambda: False)
+    options = GenerationOptions(steps=1, resolution=64, batch_size=1, device="auto")
+    loaded = _load(sd1, options)
+    assert loaded.device.device == "cpu"
+    first, second = loaded.iter_generate(PROMPTS, [1, 2])
+    assert first.message.startswith("running on the CPU (much slower): NVIDIA GeForce GTX 1070 (compute capability 6.1)")
+    assert second.message == "2/2 images"
+
+
 # ------------------------------------------------------------------------- refiner, watermark
 
 

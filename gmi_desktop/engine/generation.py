@@ -146,6 +146,7 @@ class LoadedPipeline:
         self._speed = SpeedWatch()
         self._masked_latents: Any = None
         self._hooked = False
+        self._notes_told = 0  # notes already handed out in a Progress message
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.enable_slicing()
         pipe.vae.enable_tiling()
@@ -341,7 +342,6 @@ class LoadedPipeline:
             check_cancel(cancel, "generation cancelled")
             first = len(images)
             batch = slice(first, first + self.batch_size)
-            notes = len(self.notes)
             try:
                 new = self._checked_batch(first, prompts[batch], seeds[batch], total, cancel, on_step)
             except _Stop:
@@ -355,7 +355,8 @@ class LoadedPipeline:
                     raise device_error(exc, f"generating with {self.source.name}") from exc
                 raise
             images.extend(new)
-            message = "; ".join(self.notes[notes:]) or f"{len(images)}/{total} images"
+            message = "; ".join(self.notes[self._notes_told:]) or f"{len(images)}/{total} images"
+            self._notes_told = len(self.notes)
             yield Progress("generating", len(images), total, self.source.name, message=message, data=new)
         return images
 
