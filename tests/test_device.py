@@ -89,3 +89,51 @@ def test_device_errors_are_told_apart_from_data_errors():
     assert isinstance(device_error(RuntimeError("MPS backend out of memory"), "encoding"), OutOfMemory)
     failure = device_error(RuntimeError("CUDA error: no kernel image is available"), "loading CLIP")
     assert isinstance(failure, SettingsError) and "not the model file" in str(failure)
+
+
+def test_mps_out_of_memory_while_encoding_halves_the_clip_batch_like_cuda(monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from gmi_desktop.engine.clip import load_clip
+    from tests.support.tiny_clip import TINY_CLIP, register_tiny_clip, tiny_assets
+
+    register_tiny_clip()
+    clip = load_clip(TINY_CLIP, "random-seed0", weights=str(tiny_assets().clip_weights), device="cpu")
+    real = clip.module.encode_image
+    sizes = []
+
+    def encode_image(pixels):
+        sizes.append(len(pixels))
+        if len(pixels) > 1:
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 17.2 GB, other allocations: 1.1 GB)")
+        return real(pixels)
+
+    monkeypatch.setattr(clip.module, "encode_image", encode_image)
+    images = [Image.new("RGB", (32, 32), (40 * k, 0, 0)) for k in range(4)]
+    features = clip.encode_images(images, batch_size=4)
+    assert features.shape[0] == 4 and np.isfinite(features).all() and sizes[:3] == [4, 2, 1]
+
+
+def test_a_cuda_error_while_loading_clip_or_blip_is_not_a_damaged_weights_file(monkeypatch):
+    import open_clip
+    import transformers
+
+    from gmi_desktop.core.errors import CorruptWeights
+    from gmi_desktop.engine.clip import load_clip
+    from gmi_desktop.engine.interrogator import load_caption_model
+    from tests.support.tiny_clip import TINY_CLIP, register_tiny_clip, tiny_assets
+
+    register_tiny_clip()
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_kernel)
+    with pytest.raises(SettingsError, match="GPU failed while loading CLIP") as info:
+        load_clip(TINY_CLIP, "random-seed0", weights=str(tiny_assets().clip_weights), device="cpu")
+    assert not isinstance(info.value, CorruptWeights)
+    monkeypatch.setattr(transformers.BlipForConditionalGeneration, "from_pretrained", no_kernel)
+    with pytest.raises(SettingsError, match="GPU failed while loading BLIP") as info:
+        load_caption_model("tiny/blip-test", weights=str(tiny_assets().blip_folder), device="cpu")
+    assert not isinstance(info.value, CorruptWeights)
