@@ -141,6 +141,8 @@ def _planted_sd2(folder, name: str, bias: float, seed: int):
 
 
 def test_sd2_prediction_type_is_decided_like_a1111_and_cached_by_content_hash(tmp_path, monkeypatch):
+    import torch
+
     from gmi_desktop.engine import prediction
     from tests.support.tiny_sd import write_tiny_config_dir
 
@@ -168,6 +170,13 @@ def test_sd2_prediction_type_is_decided_like_a1111_and_cached_by_content_hash(tm
     # what the probe found is passed through and wins: no evaluation
     told = backend.load(v_file, "sd2", options=options, config_dir=config, prediction_type="epsilon")
     assert told.recipe["prediction_type"] == "epsilon" and len(calls) == 2
+    # so does the file's own v_pred marker
+    from safetensors.torch import load_file, save_file
+
+    marked = tmp_path / "marked-v.safetensors"
+    save_file({**load_file(str(eps_file)), "v_pred": torch.zeros(0)}, str(marked))
+    assert backend.load(marked, "sd2", options=options, config_dir=config).recipe["prediction_type"] == "v_prediction"
+    assert len(calls) == 2
 
 
 def test_sdxl_v_prediction_and_zero_terminal_snr_files(tmp_path):

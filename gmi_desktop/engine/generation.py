@@ -50,7 +50,9 @@ from gmi_desktop.engine.device import (
     DeviceChoice, choose_device, device_error, free_memory_bytes, is_device_error, is_out_of_memory, release_memory,
 )
 from gmi_desktop.engine.memory_plan import SpeedWatch, broken_reason, plan_batch, spilled
-from gmi_desktop.engine.pipelines import SCHEDULER_NAMES, load_diffusers_folder, load_single_file, make_scheduler
+from gmi_desktop.engine.pipelines import (
+    SCHEDULER_NAMES, header_markers, load_diffusers_folder, load_single_file, make_scheduler, read_safetensors_header,
+)
 from gmi_desktop.engine.sd_configs import native_resolution, not_identifiable
 from gmi_desktop.engine.verdicts import Verdicts
 
@@ -423,9 +425,11 @@ class GenerationBackend:
         verdicts = self.verdicts
         if path.is_dir():
             pipe = load_diffusers_folder(path, family, dtype=device.dtype)
+            prediction_type = pipe.scheduler.config.get("prediction_type")  # the folder's own scheduler
         else:
             if prediction_type is None and family == "sd2" and variant == "normal":
-                prediction_type = verdicts.get("prediction", key)
+                prediction_type = (header_markers(read_safetensors_header(path))[0]
+                                   or verdicts.get("prediction", key))
             pipe = load_single_file(path, family, variant, dtype=device.dtype, config_dir=config_dir,
                                     prediction_type=prediction_type)
             if prediction_type is None and family == "sd2" and variant == "normal":
