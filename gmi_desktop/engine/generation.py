@@ -193,7 +193,8 @@ class LoadedPipeline:
 
     # -- memory ------------------------------------------------------------------------------
     def plan_memory(self) -> None:
-        """Choose the batch size from free memory and what fitted before on this kind of device."""
+        """Choose the batch size from free memory, capped by what fitted on this kind of device
+        after it last ran out of memory or slowed down (the ``batch`` verdict)."""
         free = free_memory_bytes(self.device)
         planned = plan_batch(self.family, self.resolution, free, self.options.batch_size, self.precision == "fp32")
         remembered = self.verdicts.get("batch", self._key(self.family, self.resolution))
@@ -227,9 +228,6 @@ class LoadedPipeline:
     def _watch_speed(self, batch: int, seconds: float) -> str | None:
         per_image_step = seconds / (batch * self.options.steps)
         if not (self._speed.collapsed(batch, per_image_step) or spilled(self.device)) or batch == 1:
-            remembered = self.verdicts.get("batch", self._key(self.family, self.resolution))
-            if batch == self.batch_size and (remembered is None or batch > int(remembered)):
-                self.verdicts.put("batch", self._key(self.family, self.resolution), batch)
             return None
         self.batch_size = max(1, batch // 2)
         self.verdicts.put("batch", self._key(self.family, self.resolution), self.batch_size)

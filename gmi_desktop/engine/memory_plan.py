@@ -7,7 +7,7 @@ Memory plan (decided before the first batch, adjusted as batches run):
   with PyTorch's scaled-dot-product attention it only slows generation down.
 * :func:`plan_batch` picks the batch from the free accelerator memory once the weights are in
   place, per family and resolution (:data:`PER_IMAGE_BYTES`, measured by
-  ``benchmarks/gpu_smoke.py``); the largest batch that fitted is remembered per device kind.
+  ``benchmarks/gpu_smoke.py``); a batch that had to be lowered is remembered per device kind.
 * :class:`SpeedWatch` notices when steps get much slower per image than a batch of the same or a
   smaller size managed (Windows drivers spill VRAM into system RAM instead of failing: 5-10x
   slower), or CUDA reserved more than the card has: the batch is halved from then on.

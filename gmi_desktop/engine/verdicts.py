@@ -6,8 +6,8 @@ One small JSON file (``<data dir>/engine_verdicts.json``), written atomically, w
   not say which, decided by one UNet evaluation; see :mod:`gmi_desktop.engine.prediction`);
 * ``precision``: ``<device key>|<checkpoint>`` -> ``"fp16"`` | ``"fp16, fp32 VAE"`` | ``"fp32"``
   (what made finite images on that kind of GPU);
-* ``batch``: ``<device key>|<family>|<resolution>`` -> the largest batch that fitted and kept its
-  speed.
+* ``batch``: ``<device key>|<family>|<resolution>`` -> the batch that fitted (and kept its speed)
+  after a larger one ran out of memory or slowed down: later plans stay at or below it.
 
 The file is a cache: a damaged or foreign one is ignored (and replaced on the next write), never an
 error; losing it only costs relearning.
