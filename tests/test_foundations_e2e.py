@@ -24,6 +24,17 @@ PROMPTS = ("a red house", "a portrait of a cat", "a mountain lake at dawn", "a b
 OPTIONS = GenerationOptions(steps=2, resolution=64, batch_size=2, device="cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Oversubscribed OpenMP threads on a shared CPU are many times slower for these tiny models."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clip():
     register_tiny_clip()
