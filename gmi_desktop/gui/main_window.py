@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.preview_job: Any = None
         self.previews: dict[tuple[str, str, int], Any] = {}
         self.rerank_count = 0
+        self._library_requests = 0
         self.ask = self._ask
         self.setWindowTitle("GMI Desktop — which of my models made this?" + ("  [DEMO: tiny random models]" if demo else ""))
         self._build_widgets()
@@ -184,9 +185,14 @@ class MainWindow(QMainWindow):
             self.start_build()
 
     def reload_library(self) -> None:
-        self.run_worker(self.backend.load_library, name="library", on_returned=self._library_loaded)
+        self._library_requests += 1
+        request = self._library_requests
+        self.run_worker(self.backend.load_library, name="library",
+                        on_returned=lambda snapshot: self._library_loaded(snapshot, request))
 
-    def _library_loaded(self, snapshot: Any) -> None:
+    def _library_loaded(self, snapshot: Any, request: int = 0) -> None:
+        if request != self._library_requests:
+            return  # a newer read is on its way
         self.library.set_rows(make_rows(snapshot), snapshot.spec_error)
         self.library_loaded.emit()
         first = not snapshot.folders and not self.backend.settings.library_folders
