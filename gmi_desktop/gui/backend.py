@@ -94,7 +94,7 @@ class Backend:
         states: dict[str, Any] = {}
         error = ""
         try:
-            builder = self._builder(None)
+            builder = self._builder(self.open_host())  # nothing is loaded: statuses read files only
         except ImportError as exc:
             error = f"specification builder not available ({exc})"
         else:
@@ -105,7 +105,7 @@ class Backend:
     def metadata(self, images: Sequence[Path], *, cancel: CancelFn | None = None) -> Generator[Progress, None, Any]:
         """The metadata part of identification (no weights, no torch)."""
         yield Progress("reading", 0, len(images), message="reading image metadata")
-        return self._identifier(None).metadata_only(images)
+        return self._identifier(self.open_host()).metadata_only(images)
 
     # -- the GPU lane ---------------------------------------------------------------------------
     def open_host(self) -> Any:
