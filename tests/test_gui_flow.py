@@ -99,10 +99,17 @@ def test_build_progress_pause_cancel_quit_and_resume(qtbot, open_window):
     qtbot.waitUntil(lambda: window.builder.state == "cancelled", timeout=60000)
     assert window.builder.start.isEnabled()
 
+    closed = []
+
+    def quit_at_first_saved_spec(event):
+        if event.stage == "saved" and not closed:
+            closed.append(window.lane.state)
+            window.close()  # mid-build: asks (answered yes), keeps the partial specifications
+
+    window.lane.build_progress.connect(quit_at_first_saved_spec)
     window.builder.start.click()  # starts again from what was kept
-    qtbot.waitUntil(lambda: "coarse" in states(window).values(), timeout=120000)
-    assert window.lane.build_active
-    window.close()  # asks (answered yes), keeps the partial specifications
+    qtbot.waitUntil(lambda: bool(closed), timeout=120000)
+    assert closed == ["running"]
     assert window.state.value("build_interrupted", type=bool) is True
     assert not window.lane._thread.is_alive()
     done_before = [e for e in events if e.stage == "generating"][-1].done
