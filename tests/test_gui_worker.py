@@ -248,3 +248,31 @@ def test_signal_emit_keeps_reference_counts(qtbot):
     for i in range(1000):
         worker.progress.emit(i)
     assert abs(sys.getrefcount(True) - before) < 100
+
+
+def test_lane_preempts_inside_a_batch(qtbot, lane):
+    """An interactive job does not wait for the build's batch: the build's cancel callable says
+    stop at the next step, and the interrupted batch is generated again on resume."""
+    steps = {"n": 0}
+    starts, reached = [], threading.Event()
+    beat = threading.Event()
+
+    def build(host, cancel):
+        starts.append(steps["n"])
+        for _step in range(2000):  # one long batch, checking cancel between steps like diffusers
+            check_cancel(cancel)
+            steps["n"] += 1
+            reached.set()
+            beat.wait(0.002)
+        yield Progress("generating", 1, 1)
+        return "built"
+
+    results, job_results = [], []
+    lane.build_returned.connect(results.append)
+    lane.start_build(build)
+    assert reached.wait(10)
+    lane.submit(lambda host, cancel: counting(1, cancel=cancel), "identify", returned=job_results.append)
+    qtbot.waitUntil(lambda: job_results == [10], timeout=10000)
+    assert steps["n"] < 2000  # answered mid-batch
+    qtbot.waitUntil(lambda: results == ["built"], timeout=60000)
+    assert len(starts) == 2

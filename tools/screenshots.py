@@ -96,7 +96,9 @@ def main() -> int:
     window.start_build()
     wait(lambda: len(saved) >= 1)
     shoot(window, "building")
-    wait(lambda: window.builder.state == "done")
+    wait(lambda: len(saved) >= 3)  # a coarse specification for every model is enough to rank
+    window.lane.cancel_build()
+    wait(lambda: window.builder.state == "cancelled")
     window.reload_library()
     query = write_png_text(tmp / "query.png", {"parameters": a1111_parameters("a photo of a red cat")},
                            base_image(3, (256, 256)))

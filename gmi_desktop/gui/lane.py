@@ -1,11 +1,13 @@
 """The one GPU lane: a background thread that owns the model host and runs GPU jobs one at a time.
 
-Spec building is the lane's *standing* job; identification (interrogation) and preview
-generations are *interactive* jobs. The lane runs the build one event at a time and, at every
-event it yields (one image of the build at most), looks for interactive work: when there is some
-(or the user paused the build), it closes the build generator, runs the interactive job, and later
-starts the build again by calling the build function anew — the spec builder resumes from what it
-persisted, so a stopped build loses nothing. So an identify or a preview waits at most one image.
+Spec building is the lane's *standing* job; identification (interrogation), re-ranking and
+preview generations are *interactive* jobs. The build's ``cancel`` callable answers True as soon as
+interactive work is queued (or the build is paused, or the lane stops); the spec builder checks it
+between steps, down to diffusers' denoising steps, and stops. The lane closes the build generator,
+runs the interactive job, and later starts the build again by calling the build function anew: the
+spec builder resumes from what it persisted (every finished batch), so a preempted build loses at
+most the batch it was in, regenerated with the same seeds. An identify or a preview waits at most
+one denoising step of the build.
 
 The model host is created lazily on the lane's thread (by ``host_factory``), on the first job that
 needs it: the GUI thread never imports torch. Jobs are functions ``(host, cancel) -> generator`` of
@@ -203,38 +205,45 @@ class GpuLane(QObject):
             return bool(self._queue) or self._build_paused or self._stopping
 
     def _run_build(self) -> None:
-        """Run the build until it ends, is cancelled, or yields the lane (preempted or paused)."""
+        """Run the build until it ends, is cancelled, or yields the lane (preempted or paused).
+
+        The build's ``cancel`` callable also answers True when interactive work is queued, the
+        build is paused or the lane stops: the spec builder checks it between denoising steps, so
+        an identify waits at most one step, not a whole batch. The batch it interrupts was not
+        saved and is generated again, with the same seeds, when the build is called again."""
         fn, control = self._build_fn, self._build_cancel
         if fn is None:
             return
         self._set_state("running")
         outcome = "done"
         gen = None
+
+        def stop_now() -> bool:
+            return control.is_cancelled() or self._should_yield()
+
         try:
-            gen = fn(self._host_now(), control.is_cancelled)
+            gen = fn(self._host_now(), stop_now)
             while True:
-                if control.is_cancelled():
-                    raise Cancelled("build cancelled")
+                if stop_now():
+                    raise Cancelled("build stopped")
                 try:
                     event = next(gen)
                 except StopIteration as stop:
                     self.build_returned.emit(stop.value)
                     break
                 self.build_progress.emit(event)
-                if self._should_yield():
-                    outcome = "paused" if self._build_paused else "waiting"
-                    return
         except Cancelled:
-            outcome = "cancelled"
+            if control.is_cancelled() and not self._stopping:
+                outcome = "cancelled"
+            else:
+                outcome = "paused" if (self._build_paused or self._stopping) else "waiting"
         except Exception as exc:  # noqa: BLE001 - shown in the builder bar
             outcome = "failed"
             self.build_errored.emit(exc)
         finally:
             if gen is not None:
-                gen.close()  # the spec builder persists per image; calling it again resumes
+                gen.close()  # the spec builder persists per batch; calling it again resumes
             with self._cond:
                 if outcome in {"done", "cancelled", "failed"} and self._build_fn is fn:
                     self._build_fn = None
-                if self._stopping and outcome == "waiting":
-                    outcome = "paused"
             self._set_state(outcome)

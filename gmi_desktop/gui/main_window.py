@@ -145,10 +145,12 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 820)
-        for name in ("splitter", "right_splitter"):
+        defaults = {"splitter": [460, 820], "right_splitter": [220, 420, 240]}
+        for name, sizes in defaults.items():
             value = self.state.value(name)
-            if isinstance(value, QByteArray):
-                getattr(self, name).restoreState(value)
+            if isinstance(value, QByteArray) and getattr(self, name).restoreState(value):
+                continue
+            getattr(self, name).setSizes(sizes)
 
     def _save_state(self) -> None:
         self.state.setValue("geometry", self.saveGeometry())

@@ -60,7 +60,7 @@ class ResultsView(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.title = QLabel("<b>Ranked models</b>")
-        self.notes = QLabel("")
+        self.notes = QLabel("Drop an image above: your models are ranked by how well they can make images like it.")
         self.notes.setWordWrap(True)
         self.open_folder = QPushButton("Open folder")
         self.copy_path = QPushButton("Copy path")
