@@ -247,3 +247,31 @@ def test_builder_bar_states(qtbot, make_window):
     assert bar.pause.text() == "Resume"
     bar.set_state("done", "3 images at 1.50 images/s")
     assert "1.50 images/s" in bar.line.text()
+
+
+def test_keyboard_paste_and_tab_order(qtbot, make_window, tmp_path):
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+
+    from PySide6.QtWidgets import QApplication
+
+    window = make_window()
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    seen = []
+    window.query.items_given.connect(seen.append)
+    window.query.setFocus()
+    qtbot.waitUntil(lambda: window.query.hasFocus(), timeout=5000)
+    QGuiApplication.clipboard().setText(str(real_png(tmp_path / "clip.png")))
+    qtbot.keyClick(window.query, Qt.Key_V, Qt.ControlModifier)
+    assert seen == [[str(tmp_path / "clip.png")]]
+    window.prompt.show_prompt("a cat", "interrogator")  # the prompt field is enabled once there is a query
+    window.query.setFocus()
+    order = []
+    for _ in range(40):  # Tab through the window from the drop area
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Tab)
+        order.append(QApplication.focusWidget())
+        if order[-1] is window.results.table:
+            break
+    assert window.prompt.edit in order and order[-1] is window.results.table
+    assert order.index(window.prompt.edit) < order.index(window.results.table)

@@ -37,8 +37,10 @@ class Backend:
     """Jobs over the services for one set of settings and data locations."""
 
     def __init__(self, settings: Settings, *, store_dir: Path | None = None,
-                 probe_fn: Callable[[Path], Any] | None = None, scan_workers: int | None = None):
+                 probe_fn: Callable[[Path], Any] | None = None, scan_workers: int | None = None,
+                 demo_options: dict[str, Any] | None = None):
         self.settings = settings
+        self.demo_options = dict(demo_options or {})  # make_zoo's keywords (tests: a smaller zoo)
         self.store_dir = store_dir
         self.probe_fn = probe_fn
         self.scan_workers = scan_workers
@@ -149,9 +151,4 @@ class Backend:
         """Build the demo library (the zoo of tiny random checkpoints) in ``folder``."""
         from gmi_desktop.services.zoo import make_zoo
 
-        result = make_zoo(folder)
-        if hasattr(result, "__next__"):
-            result = yield from result
-        else:
-            yield Progress("demo", 1, 1, message="demo library ready")
-        return result
+        return (yield from make_zoo(folder, cancel=cancel, **self.demo_options))

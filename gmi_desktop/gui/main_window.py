@@ -113,9 +113,9 @@ class MainWindow(QMainWindow):
         self.prompt.reset_requested.connect(lambda: self.edit_prompt(""))
         self.prompt.method_changed.connect(self.change_method)
         self.builder.start_requested.connect(self.start_build)
-        self.builder.pause_requested.connect(self.lane.pause_build)
-        self.builder.resume_requested.connect(self.lane.resume_build)
-        self.builder.cancel_requested.connect(self.lane.cancel_build)
+        self.builder.pause_requested.connect(lambda: self.lane.pause_build())  # self.lane is replaced
+        self.builder.resume_requested.connect(lambda: self.lane.resume_build())  # when settings change
+        self.builder.cancel_requested.connect(lambda: self.lane.cancel_build())
         self.preview.generate_requested.connect(self.generate_previews)
         self.preview.cancel_requested.connect(self.cancel_previews)
         self.preview.seed.valueChanged.connect(lambda _v: self._previews_outdated())
@@ -132,6 +132,10 @@ class MainWindow(QMainWindow):
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.Quit, triggered=self.close)
         for action in (self.open_action, self.add_folder_action, self.rescan_action, self.settings_action, quit_action):
             file_menu.addAction(action)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        # Ctrl+V anywhere but in a text field (which keeps its own paste) pastes a query image.
+        self.paste_action = QAction("&Paste image", self, shortcut=QKeySequence.Paste, triggered=self.query.paste)
+        edit_menu.addAction(self.paste_action)
 
     def _connect_lane(self) -> None:
         self.lane.build_progress.connect(self._build_progress)
@@ -145,7 +149,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 820)
-        defaults = {"splitter": [460, 820], "right_splitter": [220, 420, 240]}
+        defaults = {"splitter": [440, 840], "right_splitter": [230, 360, 200]}
         for name, sizes in defaults.items():
             value = self.state.value(name)
             if isinstance(value, QByteArray) and getattr(self, name).restoreState(value):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QMimeData, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSizePolicy,
     QToolButton, QVBoxLayout, QWidget,
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from gmi_desktop.store import paths
 
-THUMB = 96
+THUMB = 80
 METHOD_NAMES = {
     "proposal": "Proposal (prompt-weighted, Eq. 9)",
     "rkme_clip": "RKME-CLIP (baseline)",
@@ -91,9 +91,16 @@ class QueryPanel(QFrame):
         layout.addWidget(scroll)
         layout.addWidget(self.metadata)
         layout.addWidget(self.message)
-        QShortcut(QKeySequence.Paste, self, activated=self.paste, context=Qt.WindowShortcut)
 
     # -- input ----------------------------------------------------------------------------------
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.matches(QKeySequence.Paste):
+            self.paste()
+        elif event.key() in (Qt.Key_Return, Qt.Key_Enter, Qt.Key_Space):
+            self.open_dialog()
+        else:
+            super().keyPressEvent(event)
+
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
         mime = event.mimeData()
         if mime.hasUrls() or mime.hasImage() or mime.hasText():

@@ -17,7 +17,7 @@ from gmi_desktop.gui.query import thumbnail
 
 COLUMNS = ("#", "Model", "Score", "Spec", "Match", "Closest spec images")
 SPEC_THUMB = 40
-PREVIEW = 160
+PREVIEW = 128
 
 
 def score_share(scores: list[float | None]) -> list[int]:
@@ -58,6 +58,8 @@ class ResultsView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(1, QHeaderView.Stretch)
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        for column, width in ((2, 110), (3, 56), (4, 170), (5, 4 * (SPEC_THUMB + 6) + 10)):
+            header.resizeSection(column, width)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.title = QLabel("<b>Ranked models</b>")
         self.notes = QLabel("Drop an image above: your models are ranked by how well they can make images like it.")
@@ -109,7 +111,6 @@ class ResultsView(QWidget):
             match.setToolTip("\n".join(e.detail for e in model.evidence))
             self.table.setItem(row, 4, match)
             self.table.setCellWidget(row, 5, _thumb_row(model.closest))
-        self.table.resizeColumnToContents(4)
         notes = list(identification.notes) + ([identification.missing] if identification.missing else [])
         self.notes.setText("\n".join(notes))
         if self.models:
