@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from gmi_desktop.core.errors import NotAnImage
-from gmi_desktop.store.images import MAX_PIXELS
 
 MAX_QUERY_IMAGES = 16  # a query is a few images of one kind; more is almost surely a mistake
 _MESSAGES_SHOWN = 5
@@ -48,9 +47,14 @@ def _as_path(item: str) -> tuple[Path | None, str | None]:
     return Path(text), None
 
 
-def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> None:
-    """Raise :class:`NotAnImage` unless ``path`` is an image file we can decode (header only)."""
+def check_image(path: Path, max_pixels: int | None = None) -> None:
+    """Raise :class:`NotAnImage` unless ``path`` is an image file we can decode (header only);
+    ``max_pixels`` defaults to what ``store.images.load_image`` accepts."""
     from PIL import Image, UnidentifiedImageError
+
+    from gmi_desktop.store.images import MAX_PIXELS  # numpy: imported on the first drop, not at start
+
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
 
     try:
         st = os.stat(path)

@@ -387,7 +387,8 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from gmi_desktop.gui.settings_dialog import SettingsDialog
 
-        dialog = SettingsDialog(self.backend.settings, self)
+        built = sum(row.state in {"coarse", "ready"} for row in self.library.model.rows)
+        dialog = SettingsDialog(self.backend.settings, self, built_specs=built)
         dialog.settings_saved.connect(self.apply_settings)
         dialog.open()
         self.settings_dialog = dialog
