@@ -275,3 +275,24 @@ def test_keyboard_paste_and_tab_order(qtbot, make_window, tmp_path):
             break
     assert window.prompt.edit in order and order[-1] is window.results.table
     assert order.index(window.prompt.edit) < order.index(window.results.table)
+
+
+def test_status_wording_and_live_updates(qtbot, make_window):
+    from types import SimpleNamespace
+
+    from gmi_desktop.gui.rows import LibraryRow, spec_text
+
+    status = lambda state, done=0, total=0, reason="": SimpleNamespace(  # noqa: E731
+        sha256="abc", state=state, images_done=done, images_total=total, reason=reason)
+    assert spec_text(status("building", 3, 11)) == ("building", "building 3 of 11")
+    assert spec_text(status("coarse", 11, 55)) == ("coarse", "coarse spec (11 of 55 images)")
+    assert spec_text(status("failed", reason="out of memory")) == ("failed", "failed: out of memory")
+    assert spec_text(status("ready", 55, 55)) == ("ready", "ready")
+    window = make_window()
+    model = window.library.model
+    model.set_rows([LibraryRow("abc", Path("/m/a.safetensors"), "a", "SD 1.x", "sd1", "0123456789", None, "queued", "queued"),
+                    LibraryRow("abc", Path("/m/b.safetensors"), "b", "SD 1.x", "sd1", "0123456789", None,
+                               "duplicate of a", "duplicate")])
+    model.update_spec(status("building", 2, 11))
+    assert window.library.status_of("a") == "building 2 of 11"
+    assert window.library.status_of("b") == "duplicate of a"
