@@ -8,7 +8,6 @@ model, 64 px, 2 steps: a whole build is a few seconds of CPU.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget,
@@ -422,4 +422,3 @@ class MainWindow(QMainWindow):
         self.lane.stop(timeout)
         for worker in list(self.workers):
             worker.stop(timeout)
-        QTimer.singleShot(0, lambda: None)
