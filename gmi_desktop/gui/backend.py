@@ -96,7 +96,7 @@ class Backend:
         states: dict[str, Any] = {}
         error = ""
         try:
-            builder = self._builder(self.open_host())  # nothing is loaded: statuses read files only
+            builder = self._builder(self.open_host(warm=False))  # statuses read files only
         except ImportError as exc:
             error = f"specification builder not available ({exc})"
         else:
@@ -107,13 +107,14 @@ class Backend:
     def metadata(self, images: Sequence[Path], *, cancel: CancelFn | None = None) -> Generator[Progress, None, Any]:
         """The metadata part of identification (no weights, no torch)."""
         yield Progress("reading", 0, len(images), message="reading image metadata")
-        return self._identifier(self.open_host()).metadata_only(images)
+        return self._identifier(self.open_host(warm=False)).metadata_only(images)
 
     # -- the GPU lane ---------------------------------------------------------------------------
-    def open_host(self) -> Any:
+    def open_host(self, warm: bool = True) -> Any:
+        """The model host (``warm``: with the model libraries imported; the lane's host)."""
         from gmi_desktop.services.host import open_host
 
-        return open_host(self.settings)
+        return open_host(self.settings, warm=warm)
 
     def _builder(self, host: Any):
         from gmi_desktop.services.specs import SpecBuilder
