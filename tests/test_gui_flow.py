@@ -184,7 +184,8 @@ def test_drop_rank_edit_prompt_and_preview(qtbot, open_window, tmp_path):
     window.preview.seed.setValue(7)
     window.results.table.selectRow(1)
     window.results.preview_one.click()  # one model (the button beside the list does the top 3)
-    qtbot.waitUntil(lambda: len(window.previews) == 1, timeout=120000)
+    qtbot.waitUntil(lambda: not window.preview.cancel.isEnabled(), timeout=120000)  # the job ended
+    assert len(window.previews) == 1, (window.preview.status.text(), window.status_line.text())
     assert {key[2] for key in window.previews} == {7}
     assert set(window.preview.tiles) == {"reference", window.results.models[1].sha256}
     assert "seed 7" in window.preview.status.text()

@@ -52,7 +52,7 @@ def generate_previews(host: Any, settings: Any, models: Sequence[Any], prompt: s
         yield Progress("generating", index, len(targets), item=model.name, message=f"preview of {model.name}")
         try:
             pipe = host.pipeline(model.path, model.family or "sd1", variants[model.path], options=options)
-            image = pipe.generate([prompt], [int(seed)], should_cancel=cancel)[0]
+            image = pipe.generate([prompt], [int(seed)], cancel=cancel)[0]
         except Cancelled:
             raise
         except GMIError as exc:
