@@ -180,10 +180,10 @@ def test_a_hand_over_brings_the_window_to_front_and_identifies(qtbot, tmp_path):
     class Window(QMainWindow):  # the part of the main window's interface the hand-over uses
         def __init__(self):
             super().__init__()
-            self.identified: list[list[Path]] = []
+            self.identified: list[list[str]] = []
 
-        def identify(self, images):
-            self.identified.append(images)
+        def take_items(self, items):
+            self.identified.append(items)
 
     window = Window()
     qtbot.addWidget(window)
@@ -195,10 +195,10 @@ def test_a_hand_over_brings_the_window_to_front_and_identifies(qtbot, tmp_path):
             proc = subprocess.Popen([sys.executable, "-m", "gmi_desktop", "open", "x.png"], cwd=tmp_path,
                                     env=child_env(), stderr=subprocess.PIPE)
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
-        assert window.identified == [[tmp_path / "x.png"]]
+        assert window.identified == [[str(tmp_path / "x.png")]]
         assert not window.isMinimized() and window.isVisible()
         primary.paths_received.emit([])  # a launch without images: to the front, nothing identified
-        assert window.identified == [[tmp_path / "x.png"]]
+        assert window.identified == [[str(tmp_path / "x.png")]]
     finally:
         primary.close()
 
@@ -219,3 +219,37 @@ def test_tray_notices_fall_back_to_the_status_line_without_a_tray(qapp, qtbot):
         assert shown.args == ["m: specification usable (coarse, 11/55 images)"]
     finally:
         notifier.close()
+
+
+def test_the_real_window_takes_handed_over_files_like_drops(qtbot, tmp_path):
+    from PySide6.QtGui import QImage
+
+    from gmi_desktop.gui.backend import Backend
+    from gmi_desktop.gui.main_window import MainWindow
+    from gmi_desktop.integrations.launch import connect_window
+    from gmi_desktop.store.settings import Settings
+
+    window = MainWindow(Backend(Settings(), scan_workers=1), state_path=tmp_path / "window.ini")
+    window.ask = lambda title, text: True
+    qtbot.addWidget(window)
+    window.show()
+    window.start()
+    primary = si.claim([], timeout_s=10)
+    try:
+        connect_window(primary, window)
+        (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+        image = QImage(24, 24, QImage.Format_RGB888)
+        image.fill(0x3366AA)
+        assert image.save(str(tmp_path / "cat photo.png"), "PNG")
+        for name in ("paper.pdf", "cat photo.png"):
+            with qtbot.waitSignal(primary.paths_received, timeout=30_000):
+                proc = subprocess.Popen([sys.executable, "-m", "gmi_desktop", "open", name], cwd=tmp_path,
+                                        env=child_env(), stderr=subprocess.PIPE)
+            assert proc.wait(timeout=60) == 0, proc.stderr.read()
+            if name.endswith(".pdf"):
+                assert "a PDF document, not an image" in window.query.message.text()
+                assert window.query_images == []
+        assert window.query_images == [tmp_path / "cat photo.png"]
+    finally:
+        primary.close()
+        window.shutdown(30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import GMIError, UserInputError
@@ -38,12 +37,13 @@ def bring_to_front(window: Any) -> None:
 
 
 def connect_window(primary: Primary, window: Any) -> None:
-    """Images handed over by later launches (or Finder) bring ``window`` to the front and are
-    identified there; a launch without images only brings it to the front."""
+    """Images handed over by later launches (or Finder) bring ``window`` to the front and go
+    where dropped files go (``take_items``: checked, then identified; a PDF or a folder gets its
+    message); a launch without images only brings the window to the front."""
     def received(paths: list[str]) -> None:
         bring_to_front(window)
         if paths:
-            window.identify([Path(p) for p in paths])
+            window.take_items(list(paths))
 
     primary.paths_received.connect(received)
 
@@ -70,5 +70,5 @@ def run_window(primary: Primary) -> int:
     window.show()
     QTimer.singleShot(0, window.start)
     if primary.initial_paths:
-        QTimer.singleShot(0, lambda: window.identify([Path(p) for p in primary.initial_paths]))
+        QTimer.singleShot(0, lambda: window.take_items(list(primary.initial_paths)))
     return app.exec()
