@@ -192,6 +192,18 @@ def test_non_string_metadata_is_invalid_but_still_classified(tmp_path):
     assert not _library_accepts(path)
 
 
+@pytest.mark.parametrize("variant", ["depth", "instruct_pix2pix"])
+def test_non_string_metadata_is_invalid_even_for_a_file_the_classifier_calls_unsupported(tmp_path, variant):
+    path = tmp_path / "m.safetensors"
+    write_safetensors_header(path, small_checkpoint("sd1", variant))
+    assert probe(path).status == "unsupported"
+    write_safetensors_header(path, small_checkpoint("sd1", variant), metadata={"ss_epoch": 3})
+    result = probe(path)
+    _expect(result, "invalid", "non-string values", "'ss_epoch' (number)")  # the format check comes first
+    assert (result.family, result.variant) == ("sd1", variant)
+    assert isinstance(result.error(), CorruptCheckpoint)
+
+
 # -- other formats under a safetensors name ------------------------------------------------------
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.checkpoint_kinds import Status
-from gmi_desktop.services.library_walk import Candidate
+from gmi_desktop.services.library_walk import IN_PROGRESS_MARKERS, Candidate
 from gmi_desktop.store.catalog import FileFacts
 from gmi_desktop.store.hashing import StatKey
 from gmi_desktop.store.probe import ProbeResult, probe
@@ -42,8 +42,6 @@ from gmi_desktop.store.sidecars import SidecarInfo, read_sidecars
 
 # Probe statuses for which the sidecars are worth reading (a model, usable or not).
 WITH_SIDECARS = frozenset({Status.OK, Status.UNSUPPORTED, Status.INCOMPLETE, Status.INVALID})
-# Files download managers keep beside a download until it is finished: "<file><marker>".
-IN_PROGRESS_MARKERS = (".aria2",)
 STILL_WRITTEN = "still being written: "  # reason prefix of a file read again by every scan
 TAIL_BYTES = 64 * 1024  # the end of the data region that must not be all zeros
 SETTLE_S = 10.0  # a file modified more recently than this is checked again after hashing

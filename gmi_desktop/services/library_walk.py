@@ -38,6 +38,8 @@ KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # in-progress marker), longest ending first.
 SIDECAR_ENDINGS = (".civitai.info", ".cm-info.json", ".preview.png", ".preview.jpg", ".preview.jpeg",
                    ".preview.webp", ".aria2", ".png", ".jpg", ".jpeg", ".webp")
+# Files download managers keep beside a download until it is finished: "<file><marker>" (aria2).
+IN_PROGRESS_MARKERS = (".aria2",)
 INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
 NOT_TEXT = "the name is not valid UTF-8 text; rename it"
 
@@ -84,10 +86,12 @@ def checkpoint_dirs(root: Path) -> list[tuple[Path, str]]:
 
 
 def sidecar_names(model_name: str, is_folder: bool = False) -> list[str]:
-    """The names :func:`gmi_desktop.store.sidecars.read_sidecars` looks for beside a model."""
+    """The names :func:`gmi_desktop.store.sidecars.read_sidecars` looks for beside a model, and a
+    download manager's in-progress marker (its coming or going makes the model be read again)."""
     stem = model_name if is_folder else os.path.splitext(model_name)[0]
-    return [f"{stem}.cm-info.json", f"{stem}.civitai.info",
-            *(f"{stem}.preview{ext}" for ext in PREVIEW_EXTENSIONS), *(f"{stem}{ext}" for ext in PREVIEW_EXTENSIONS)]
+    markers = [] if is_folder else [f"{model_name}{marker}" for marker in IN_PROGRESS_MARKERS]
+    return [f"{stem}.cm-info.json", f"{stem}.civitai.info", *(f"{stem}.preview{ext}" for ext in PREVIEW_EXTENSIONS),
+            *(f"{stem}{ext}" for ext in PREVIEW_EXTENSIONS), *markers]
 
 
 def _signature(parts: list[tuple[str, os.stat_result]]) -> str:
