@@ -15,7 +15,6 @@ count of its bytes, so a hostile header cannot cost a probe gigabytes.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 # bits per element, the dtype names of safetensors 0.8
@@ -115,7 +114,12 @@ def _decode(raw: bytes) -> dict:
 
 def _counts(value: object) -> bool:
     """A JSON array of non-negative integers (``type is int`` keeps booleans out)."""
-    return type(value) is list and all(type(item) is int and item >= 0 for item in value)
+    if type(value) is not list:
+        return False
+    for item in value:
+        if type(item) is not int or item < 0:
+            return False
+    return True
 
 
 def _metadata(value: object) -> tuple[dict[str, str], list[str]]:
@@ -141,22 +145,30 @@ def _json_type(value: object) -> str:
 
 
 def _entry(name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:
-    """One tensor entry -> (dtype, shape, begin, end); HeaderError when malformed."""
-    if not isinstance(info, dict):
+    """One tensor entry -> (dtype, shape, begin, end); HeaderError when malformed.
+
+    It runs once per tensor of every header scanned, so the checks are inlined (each a type test
+    or a comparison) rather than spread over helpers."""
+    if type(info) is not dict:
         raise HeaderError(f"tensor {name!r}: entry is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(dtype, str):
+    if type(dtype) is not str:
         raise HeaderError(f"tensor {name!r}: missing dtype")
-    if dtype not in DTYPE_BITS:
+    bits = DTYPE_BITS.get(dtype)
+    if bits is None:
         raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not _counts(shape):
+    if type(shape) is not list:
         raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    if not (_counts(offsets) and len(offsets) == 2):
+    for size in shape:  # ``type is int`` keeps booleans out
+        if type(size) is not int or size < 0:
+            raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        bits *= size
+    if (type(offsets) is not list or len(offsets) != 2 or type(offsets[0]) is not int
+            or type(offsets[1]) is not int or offsets[0] < 0 or offsets[1] < 0):
         raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} are not two non-negative integers")
     begin, end = offsets
     if end < begin:
         raise HeaderError(f"tensor {name!r}: data_offsets [{begin}, {end}] out of range (end before begin)")
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8:
         raise HeaderError(f"tensor {name!r}: {dtype} shape {shape} does not fill whole bytes")
     if end - begin != bits // 8:
