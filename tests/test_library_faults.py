@@ -22,7 +22,7 @@ from gmi_desktop.services.library import Library
 from gmi_desktop.services.watch import LibraryWatcher
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.probe import probe
-from tests.support.checkpoint_files import header_bytes, write_safetensors_header
+from tests.support.checkpoint_files import header_bytes
 from tests.support.library_files import write_checkpoint, write_lora
 from tests.support.privileges import run_without_permission_override
 
