@@ -177,7 +177,8 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc to find the workers")
+@pytest.mark.skipif(not Path(f"/proc/self/task/{os.getpid()}/children").exists(),
+                    reason="reads /proc to find the workers")
 def test_killing_a_scan_ends_its_workers_and_its_stdout(tmp_path):
     """``kill -9`` mid-probe: the spawn workers (and the resource tracker) must not outlive the scan
     holding its stdout open, or whatever reads ``scan --json`` never sees end-of-file."""
@@ -189,9 +190,10 @@ def test_killing_a_scan_ends_its_workers_and_its_stdout(tmp_path):
                                                               "data_offsets": [begin, begin + 16]}
         begin += 16
     raw = header_bytes(entries)
-    data = len(raw).to_bytes(8, "little") + raw + b"\1" * begin
-    for i in range(600):
-        (folder / f"m{i:04d}.safetensors").write_bytes(data)
+    first = folder / "m0000.safetensors"
+    first.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\1" * begin)
+    for i in range(1, 1200):  # hard links: 1 200 paths to probe, one file on disk
+        os.link(first, folder / f"m{i:04d}.safetensors")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     scan = subprocess.Popen([sys.executable, "-m", "gmi_desktop.cli.main", "scan", "--json", "--no-hash",
                              str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
@@ -200,11 +202,11 @@ def test_killing_a_scan_ends_its_workers_and_its_stdout(tmp_path):
         workers: set[int] = set()
         while len(workers) < 2 and scan.poll() is None and time.monotonic() < deadline:
             workers = _children(scan.pid)  # the resource tracker and at least one worker
-            time.sleep(0.02)
-        assert scan.poll() is None and len(workers) >= 2, "the scan ended before its workers were seen"
-        time.sleep(0.3)  # mid-probe
+            time.sleep(0.01)
+        time.sleep(0.1)
         workers |= _children(scan.pid)
-        scan.send_signal(signal.SIGKILL)
+        assert scan.poll() is None and len(workers) >= 2, "the scan ended before its workers were seen"
+        scan.send_signal(signal.SIGKILL)  # mid-probe
         scan.wait(10)
         ready, _, _ = select.select([scan.stdout], [], [], 15)
         assert ready and scan.stdout.read() == b"", "stdout did not reach end-of-file"
@@ -213,8 +215,9 @@ def test_killing_a_scan_ends_its_workers_and_its_stdout(tmp_path):
             time.sleep(0.05)
         assert not [p for p in workers if _alive(p)], "workers outlived the killed scan"
     finally:
-        for pid in _children(scan.pid) if _alive(scan.pid) else ():
-            os.kill(pid, signal.SIGKILL)
+        for pid in workers if "workers" in locals() else ():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         scan.kill()
         scan.stdout.close()
 
