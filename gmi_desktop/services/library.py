@@ -59,7 +59,7 @@ from gmi_desktop.services.library_walk import (
 from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog, FileFacts, FileRecord, PruneResult, Root
 from gmi_desktop.store.hashing import iter_hash_file, stat_key
-from gmi_desktop.store.probe import probe
+from gmi_desktop.store.probe import UNREADABLE_PREFIX, probe
 from gmi_desktop.store.sidecars import read_sidecars
 
 __all__ = ["Library", "ScanSummary", "Problem", "run"]
@@ -127,7 +127,8 @@ def _every(steps: Generator[Progress, None, object], every: int, make) -> Genera
 def _recheck(row) -> bool:
     """Files read again by every scan even when their key did not change: unreadable ones (a chmod
     does not change the key) and ones that looked still written (a download may finish in place)."""
-    return row.kind == UNREADABLE or (row.status == Status.INCOMPLETE and row.reason.startswith(STILL_WRITTEN))
+    return (row.kind == UNREADABLE or row.reason.startswith(UNREADABLE_PREFIX)  # the latter: catalogs before v4
+            or (row.status == Status.INCOMPLETE and row.reason.startswith(STILL_WRITTEN)))
 
 
 class Library:
