@@ -38,7 +38,7 @@ from typing import Any
 from gmi_desktop.core.errors import Cancelled, UserInputError
 from gmi_desktop.core.progress import CancelFn, Progress, run
 from gmi_desktop.services.library import Library
-from gmi_desktop.services.watch import LibraryWatcher, WatchEvent
+from gmi_desktop.services.watch import LibraryWatcher
 from gmi_desktop.store.atomic import atomic_write_bytes
 from gmi_desktop.store.hashing import StatKey, stat_key
 
@@ -221,9 +221,12 @@ class WatchMode:
                 self._identify(image, key)
         return self._advance_build()
 
-    def _on_watch_event(self, event: WatchEvent) -> None:
-        if event.kind == "updated" and event.path is not None:
-            record = self.library.catalog.get(event.path)
+    def _on_watch_event(self, event: Progress) -> None:
+        """A watcher event (``stage`` "updated", "removed", "problem", "fallback", ...; ``item`` the
+        path, ``message`` the detail)."""
+        path = Path(event.item) if event.item else None
+        if event.stage == "updated" and path is not None:
+            record = self.library.catalog.get(path)
             if record is None or record.status != "ok" or not record.sha256 or self.builder is None:
                 return
             if record.sha256 in self.queued:
@@ -233,12 +236,12 @@ class WatchMode:
                 return  # a move or another copy of a model whose specification is complete
             self.queued.append(record.sha256)
             self._want_build = True
-            self._notify(Notice("queued", f"{record.name}: queued for its specification", event.path, record.sha256))
-        elif event.kind == "removed":
-            self._notify(Notice("removed", f"{event.path}: gone (kept in the catalog as missing)", event.path))
-        elif event.kind in ("problem", "fallback"):
-            where = f"{event.path}: " if event.path else ""
-            self._notify(Notice("problem", f"{where}{event.detail}", event.path))
+            self._notify(Notice("queued", f"{record.name}: queued for its specification", path, record.sha256))
+        elif event.stage == "removed":
+            self._notify(Notice("removed", f"{path}: gone (kept in the catalog as missing)", path))
+        elif event.stage in ("problem", "fallback"):
+            where = f"{path}: " if path else ""
+            self._notify(Notice("problem", f"{where}{event.message}", path))
 
     # -- building ---------------------------------------------------------------------------------
     def _advance_build(self) -> bool:
