@@ -308,14 +308,14 @@ class MainWindow(QMainWindow):
     def _metadata_read(self, identification: Any) -> None:
         self.query.show_metadata(identification)
         if self.identification is None:  # the full answer may already be there
-            self.results.show_identification(identification)
+            self.results.show_identification(identification, self.backend.settings.top_k)
             if identification.pseudo_prompt:
                 self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
 
     def _identified(self, identification: Any) -> None:
         self.identification = identification
         self.query.show_metadata(identification)
-        self.results.show_identification(identification)
+        self.results.show_identification(identification, self.backend.settings.top_k)
         self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
         self.prompt.set_method(identification.method)
         self.say(f"Ranked {len(identification.ranking)} models with {identification.method}.")
@@ -342,7 +342,7 @@ class MainWindow(QMainWindow):
     def _reranked(self, identification: Any) -> None:
         self.rerank_count += 1
         self.identification = identification
-        self.results.show_identification(identification)
+        self.results.show_identification(identification, self.backend.settings.top_k)
         self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
         self.reranked.emit(identification)
 

@@ -84,8 +84,9 @@ class ResultsView(QWidget):
         layout.addLayout(actions)
         self._selection_changed()
 
-    def show_identification(self, identification: Any, top: int = 50) -> None:
-        """The metadata matches first (labelled), then the content ranking."""
+    def show_identification(self, identification: Any, top: int = 10) -> None:
+        """The metadata matches first (labelled), then the ``top`` best of the content ranking
+        (the ``top_k`` setting)."""
         ranked = list(identification.ranking)[:top]
         listed = {m.sha256 for m in ranked}
         extra = [m for m in identification.metadata_matches if m.sha256 not in listed]
