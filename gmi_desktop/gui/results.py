@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from gmi_desktop.gui.query import thumbnail
+from gmi_desktop.gui.query import fit, thumbnail
 
 COLUMNS = ("#", "Model", "Score", "Spec", "Match", "Closest spec images")
 SPEC_THUMB = 40
@@ -215,7 +215,7 @@ class PreviewStrip(QWidget):
         picture.setFixedSize(PREVIEW, PREVIEW)
         picture.setAlignment(Qt.AlignCenter)
         if pixmap is not None:
-            picture.setPixmap(pixmap.scaled(PREVIEW, PREVIEW, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+            picture.setPixmap(fit(pixmap, PREVIEW))
         text = QLabel(caption)
         text.setWordWrap(True)
         text.setMaximumWidth(PREVIEW)
