@@ -167,12 +167,26 @@ def read_failure(path: Path, recipe_digest: str) -> str | None:
 
 
 def save_thumbnail(path: Path, image: Any, size: int = THUMBNAIL_SIZE) -> None:
-    """A small JPEG of a PIL image (longest side ``size``), written atomically."""
+    """A small JPEG of a PIL image (longest side ``size``).
+
+    Written to a temp file and renamed (a reader never sees half a file) but not fsynced: a
+    thumbnail only illustrates a result, and a power cut that loses one costs a picture, not a
+    feature, while an fsync per image would slow a fast GPU's build measurably.
+    """
     thumb = image.convert("RGB")
     thumb.thumbnail((size, size))
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
-    write_atomically(path, buffer.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, "the disk is full; nothing already built was lost") from exc
+        raise
 
 
 def remove_quietly(*paths: Path, on_error: Callable[[Path, OSError], None] | None = None) -> None:
