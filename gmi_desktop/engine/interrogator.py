@@ -29,7 +29,7 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +197,15 @@ class Interrogator:
         stem = self.clip_model_name.replace("/", "_").replace("@", "_")
         return {table: self.cache_folder / f"{stem}_{table}.safetensors" for table in _label_tables(self.label_data_path)}
 
-    def prepare_labels(self, progress: ProgressSink | None = None, cancel: CancelFn | None = None) -> None:
+    def prepare_labels(self, progress: ProgressSink | None = None, cancel: CancelFn | None = None,
+                       fetch: Callable[[str, list[str], Path], bool] | None = None) -> None:
         """Embed every label table not cached yet (each table written atomically when complete).
 
         ``progress`` gets a :class:`Progress` ("labels", labels done, labels in the table, item =
-        the table) after each batch; ``cancel`` is checked before each batch."""
+        the table) after each batch; ``cancel`` is checked before each batch. ``fetch(table,
+        labels, path)`` may put a verified pre-computed table at ``path`` first
+        (:class:`gmi_desktop.engine.label_cache.PublishedLabels`); when it returns False the table
+        is computed here."""
         from safetensors.numpy import save
 
         tables = _label_tables(self.label_data_path)
@@ -209,6 +213,8 @@ class Interrogator:
         for table, path in self.label_cache_paths().items():
             labels = tables[table]
             if _cache_is_current(path, labels):
+                continue
+            if fetch is not None and fetch(table, labels, path) and _cache_is_current(path, labels):
                 continue
             parts = []
             for start in range(0, len(labels), batch):
