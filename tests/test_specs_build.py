@@ -16,6 +16,7 @@ from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.progress import run
 from gmi_desktop.core.spec import Requirement, spec_completeness
 from gmi_desktop.engine.host import ModelHost
+from gmi_desktop.services.identify_explain import completeness, thumbnails
 from gmi_desktop.services.specs import SpecBuilder
 from gmi_desktop.store.prompts import default_prompts
 from gmi_desktop.store.spec_state import DiskFull, thumbnail_paths
@@ -79,11 +80,13 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     # mid-build, identification already works on the coarse specifications and knows their completeness
     store = SpecStore(tmp_path / "specs")
     assert len(store.specs) == 3 and not store.skipped
-    assert all(spec.n_images == COARSE and spec_completeness(spec) == pytest.approx(COARSE / N) for spec in store.specs)
+    assert all(spec.n_images == COARSE and spec_completeness(spec) == pytest.approx(COARSE / N)
+               and completeness(spec) == spec_completeness(spec) for spec in store.specs)
     own = store.specs[1]
     ranking = store.index().rank(Requirement(own.image_features[1:2], own.prompt_features[1:2]))
     assert ranking[0][0] == own.model_id
     assert all(p.is_file() for p in thumbnail_paths(store.paths[1], own))
+    assert sorted(thumbnails(store.paths[1])) == list(range(COARSE))  # where identification looks
 
     # resumed later: nothing is generated twice, and the refinement follows the same order
     summary = run(b.build(), events.append)
@@ -94,7 +97,8 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     assert full.n_images == N and spec_completeness(full) == 1.0 and len(full.prompts) == N
     np.testing.assert_array_equal(full.image_features[::5], own.image_features)
     assert default_prompts() == full.prompts  # the coarse rows are kept
-    assert not list((tmp_path / "specs" / "building").glob("*.state.safetensors"))
+    assert not list((tmp_path / "specs" / "building").iterdir())
+    assert sorted(thumbnails(store.paths[1])) == list(range(N))
 
     # a preempted-and-resumed build is byte-identical to an uninterrupted one
     other = builder(catalog, tmp_path / "specs-straight")

@@ -177,8 +177,8 @@ class Specification:
 def spec_completeness(spec: Specification) -> float:
     """How much of its prompt set a specification covers, in (0, 1]: a progressive build first
     makes a coarse specification from a subset of the prompts (``recipe.generation`` records
-    ``prompts_total``, the size of the full set), then refines it. 1.0 when not recorded."""
-    total = spec.recipe.generation.get("prompts_total")
+    ``images_total``, the size of the full set), then refines it. 1.0 when not recorded."""
+    total = spec.recipe.generation.get("images_total")
     if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
         return 1.0
     return min(1.0, spec.n_images / total)

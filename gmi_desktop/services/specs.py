@@ -30,6 +30,7 @@ catalog.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.prompts import coarse_indices
 from gmi_desktop.store.spec_state import (
-    BuildState, DiskFull, load_state, read_failure, remove_quietly, save_state, save_thumbnail,
+    BuildState, DiskFull, load_state, publish_thumbnails, read_failure, remove_quietly, save_state, save_thumbnail,
     state_images_done, write_atomically, write_failure,
 )
 from gmi_desktop.store.specfile import load_spec, spec_to_bytes
@@ -174,6 +175,12 @@ class SpecBuilder:
         content SHA-256 (a file not hashed yet: by its path)."""
         with self._open() as catalog:
             return {m.key: self._status(m) for m in self._models(catalog)}
+
+    def expected_recipes(self) -> dict[str, str]:
+        """``sha256 -> recipe digest`` of every buildable model under the current settings: what a
+        specification's ``recipe.generation["recipe_digest"]`` must be to count (e.g. on import)."""
+        with self._open() as catalog:
+            return {m.sha256: m.digest for m in self._models(catalog) if m.digest}
 
     # --- building -----------------------------------------------------------------------------
     def build(self, models: Sequence[str] | None = None, *, quick: bool = False, cancel: CancelFn | None = None,
@@ -306,7 +313,7 @@ class _Run:
                     "pixel_features": np.stack([downsample_pixels(np.asarray(im), PIXEL_SIZE) for im in images]),
                 }
                 for i, image in zip(chunk, images):
-                    save_thumbnail(model.paths.thumbnail(i), image)
+                    save_thumbnail(model.paths.generated_thumbnail(i), image)
                 state.put(chunk, **features)
                 save_state(model.paths.state, state)
                 self.gen_seconds += time.monotonic() - t0
@@ -337,8 +344,10 @@ class _Run:
         spec = Specification(model_id=model.sha256, image_features=state.rows("image_features", rows),
                              prompt_features=state.rows("prompt_features", rows), prompts=prompts, recipe=recipe,
                              display_name=model.name, pixel_features=state.rows("pixel_features", rows))
+        publish_thumbnails(model.paths, rows)
         write_atomically(model.paths.spec, spec_to_bytes(spec))
         self.catalog.set_spec_ref(model.sha256, model.paths.spec)
         if final:
             remove_quietly(model.paths.state)
+            shutil.rmtree(model.paths.generated, ignore_errors=True)
 
