@@ -43,7 +43,6 @@ from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.progress import CancelFn, Progress, check_cancel
 from gmi_desktop.core.scores import downsample_pixels
 from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
-from gmi_desktop.engine.sd_configs import native_resolution
 from gmi_desktop.services.spec_models import Model, list_models, recipe_digest, recipe_for
 from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog
@@ -54,8 +53,7 @@ from gmi_desktop.store.spec_state import (
 )
 from gmi_desktop.store.specfile import load_spec, spec_to_bytes
 
-__all__ = ["SPEC_STATES", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for",
-           "native_resolution"]
+__all__ = ["SPEC_STATES", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for"]
 
 SPEC_STATES = ("queued", "building", "coarse", "ready", "failed", "skipped")
 PIXEL_SIZE = 32  # pixel_features for RKME-Basic: 32 x 32 x 3
