@@ -7,6 +7,7 @@ tiny config through ``GMI_RESOURCES_DIR``; CLIP is a tiny random open_clip model
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 
 import numpy as np
@@ -168,7 +169,10 @@ def test_a_bad_checkpoint_fails_with_its_reason_and_the_build_goes_on(lib2, tmp_
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[: len(data) // 2])  # truncated after the scan
     b = builder(catalog, tmp_path / "specs")
-    summary = run(b.build(quick=True))
+    events = []
+    summary = run(b.build(quick=True), events.append)
+    assert events[-1].done == events[-1].total == COARSE  # the failed model's images leave the total
+    assert [(e.item, e.data.state) for e in events if e.stage == "failed"] == [("m2", "failed")]
     assert [s.name for s in summary.failed] == ["m2"] and "m2" not in [s.name for s in summary.coarse]
     assert len(summary.coarse) == 1 and summary.failed[0].reason
     assert b.statuses()[summary.failed[0].sha256].state == "failed"
@@ -202,3 +206,22 @@ def test_a_full_disk_is_a_clear_error_that_loses_nothing(lib2, tmp_path, monkeyp
     run(straight.build(quick=True))
     for path in (tmp_path / "specs").glob("*.safetensors"):
         assert path.read_bytes() == (tmp_path / "specs-straight" / path.name).read_bytes()
+
+
+def test_statuses_need_no_torch(lib2, tmp_path):
+    import subprocess
+    import sys
+
+    catalog, _paths = lib2
+    run(builder(catalog, tmp_path / "specs").build(["m1"], quick=True))
+    code = ("import sys; from gmi_desktop.services.specs import SpecBuilder; "
+            "from gmi_desktop.store.settings import load_settings; from gmi_desktop.store.catalog import Catalog; "
+            "s = load_settings(); "
+            "from gmi_desktop.engine.host import ModelHost; "
+            f"b = SpecBuilder(s, ModelHost(s), catalog=Catalog({str(catalog.path)!r}), store_dir={str(tmp_path / 'specs')!r}); "
+            "print(sorted((x.name, x.state, x.images_done) for x in b.statuses().values())); "
+            "print('torch' in sys.modules)")
+    env = dict(os.environ, GMI_STEPS="2", GMI_RESOLUTION="64", GMI_CLIP_MODEL="GMI-Tiny-CLIP",
+               GMI_CLIP_PRETRAINED="random-seed0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines() == [f"[('m1', 'coarse', {COARSE}), ('m2', 'queued', 0)]", "False"]

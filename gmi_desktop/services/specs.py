@@ -251,6 +251,7 @@ class _Run:
             else:
                 buildable.append(model)
         work = []  # breadth first: every model's coarse pass, then every model's refinement
+        planned: dict[str, int] = {}
         for pass_name in ("coarse", "full"):
             for model in buildable:
                 passes = self._passes(model)
@@ -263,18 +264,22 @@ class _Run:
                 if chunks or spec is None or spec.n_images < len(rows):
                     work.append((pass_name, model, generate, rows))
                     self.total += sum(len(c) for c in chunks)
+                    planned[model.sha256] = planned.get(model.sha256, 0) + sum(len(c) for c in chunks)
         failed: set[str] = set()
         for pass_name, model, generate, rows in work:
             if model.sha256 in failed:
                 continue
+            images_before = self.summary.images
             try:
                 yield from self._build_pass(model, pass_name, generate, rows)
+                planned[model.sha256] -= self.summary.images - images_before
             except DiskFull:
                 raise
             except (UserInputError, RuntimeError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 write_failure(model.paths.failed, model.digest, reason)
                 failed.add(model.sha256)
+                self.total -= planned[model.sha256] - (self.summary.images - images_before)  # never coming
                 self.b._building = None
                 yield Progress("failed", self.done, self.total, item=model.name, message=f"{model.name}: failed: {reason}",
                                data=self.b._status(model))
