@@ -89,7 +89,10 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     assert all(p.is_file() for p in thumbnail_paths(store.paths[1], own))
     assert sorted(thumbnails(store.paths[1])) == list(range(COARSE))  # where identification looks
 
-    # resumed later: nothing is generated twice, and the refinement follows the same order
+    # resumed later, even without the progress files (the coarse specs hold the same rows): nothing
+    # is generated twice, and the refinement follows the same order
+    for state in (tmp_path / "specs" / "building").glob("*.state.safetensors"):
+        state.unlink()
     summary = run(b.build(), events.append)
     assert summary.images == 3 * (N - COARSE) and [s.state for s in summary.ready] == ["ready"] * 3
     assert saved(events)[3:] == [(name, "ready") for name, _ in saved(events)[:3]]

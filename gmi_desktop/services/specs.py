@@ -194,8 +194,10 @@ class SpecBuilder:
             if models is not None:
                 for model in todo:
                     remove_quietly(model.paths.failed)
-            run = _Run(self, catalog, todo, quick, cancel)
-            return (yield from run.go())
+            try:
+                return (yield from _Run(self, catalog, todo, quick, cancel).go())
+            finally:  # also when the caller stops iterating and drops (or closes) the generator
+                self._building = None
 
 
 class _Run:
@@ -210,8 +212,7 @@ class _Run:
         self.summary = BuildSummary()
         self.done = 0
         self.total = 0
-        self.started = time.monotonic()
-        self.gen_seconds = 0.0
+        self.gen_seconds = 0.0  # generating, encoding and saving, without loading
 
     def _passes(self, model: Model) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
         """Per pass: the prompt indices it generates, and the rows of the specification it writes."""
@@ -219,21 +220,21 @@ class _Run:
         coarse = coarse_indices(n)
         passes = {"coarse": (coarse, coarse)}
         if not self.quick:
-            passes["full"] = (tuple(i for i in range(n) if i not in set(coarse)), tuple(range(n)))
+            rest = sorted(set(range(n)) - set(coarse))
+            passes["full"] = (tuple(rest), tuple(range(n)))
         return passes
 
     def _progress_of(self, model: Model) -> BuildState:
-        """The saved state, completed with the rows of a stored spec of the same recipe."""
+        """The saved state, completed with the rows of a stored spec of the same recipe (e.g. the
+        coarse spec when the state file is gone, or an imported one)."""
         state = load_state(model.paths.state, model.digest, model.prompts) or BuildState(model.digest, model.prompts)
         spec = self.b._spec(model)
-        if spec is not None:
+        if spec is not None and spec.pixel_features is not None:
             indices = [int(i) for i in spec.recipe.generation.get("prompt_indices", [])]
-            missing = [k for k, i in enumerate(indices) if not state.done[i]]
-            if missing:
-                rows = {"image_features": spec.image_features, "prompt_features": spec.prompt_features}
-                if spec.pixel_features is not None:
-                    rows["pixel_features"] = spec.pixel_features
-                state.put([indices[k] for k in missing], **{n: a[missing] for n, a in rows.items()})
+            missing = [k for k, i in enumerate(indices) if 0 <= i < len(model.prompts) and not state.done[i]]
+            if missing and len(indices) == spec.n_images:
+                state.put([indices[k] for k in missing], image_features=spec.image_features[missing],
+                          prompt_features=spec.prompt_features[missing], pixel_features=spec.pixel_features[missing])
         return state
 
     def _chunks(self, indices: tuple[int, ...]) -> list[list[int]]:
