@@ -228,3 +228,24 @@ def test_statuses_need_no_torch(lib2, tmp_path):
                GMI_CLIP_PRETRAINED="random-seed0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.splitlines() == [f"[('m1', 'coarse', {COARSE}), ('m2', 'queued', 0)]", "False"]
+
+
+def test_out_of_memory_stops_the_build_and_loses_nothing(lib2, tmp_path, monkeypatch):
+    from gmi_desktop.core.errors import OutOfMemory
+    from gmi_desktop.engine.generation import LoadedPipeline
+
+    catalog, _paths = lib2
+    real, calls = LoadedPipeline.generate, []
+
+    def runs_out(self, prompts, seeds, **kwargs):  # the device fills up at the second batch
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise OutOfMemory("generating 64x64 images", ["attention slicing", "one image per batch"])
+        return real(self, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(LoadedPipeline, "generate", runs_out)
+    b = builder(catalog, tmp_path / "specs")
+    with pytest.raises(OutOfMemory, match="out of memory while generating"):
+        run(b.build(quick=True))
+    assert sorted((s.state, s.images_done) for s in b.statuses().values()) == [("coarse", COARSE), ("queued", 0)]
+    assert run(b.build(quick=True)).images == COARSE  # the rest, once memory is back
