@@ -35,7 +35,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -53,19 +53,20 @@ from gmi_desktop.store.spec_state import (
 )
 from gmi_desktop.store.specfile import load_spec, spec_to_bytes
 
-__all__ = ["SPEC_STATES", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for"]
+__all__ = ["SPEC_STATES", "SpecState", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for"]
 
-SPEC_STATES = ("queued", "building", "coarse", "ready", "failed", "skipped")
+SpecState = Literal["queued", "building", "coarse", "ready", "failed", "skipped"]
+SPEC_STATES: tuple[str, ...] = get_args(SpecState)
 PIXEL_SIZE = 32  # pixel_features for RKME-Basic: 32 x 32 x 3
 
 
 @dataclass(frozen=True)
 class ModelSpecStatus:
-    """Where one model's specification stands (``state`` is one of :data:`SPEC_STATES`)."""
+    """Where one model's specification stands."""
 
     sha256: str
     name: str
-    state: str
+    state: SpecState
     images_done: int = 0
     images_total: int = 0
     reason: str = ""
