@@ -246,3 +246,25 @@ def test_out_of_memory_stops_the_build_and_loses_nothing(lib2, tmp_path, monkeyp
         run(b.build(quick=True))
     assert sorted((s.state, s.images_done) for s in b.statuses().values()) == [("coarse", COARSE), ("queued", 0)]
     assert run(b.build(quick=True)).images == COARSE  # the rest, once memory is back
+
+
+def test_files_that_cannot_get_a_specification_are_skipped_with_the_reason(tmp_path):
+    from gmi_desktop.store.catalog import Catalog, FileFacts
+    from gmi_desktop.store.hashing import FileHashes
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    facts = [FileFacts(str(tmp_path / "refiner.safetensors"), (1, 1, 10, 1), "ok", family="sdxl_refiner", variant="normal",
+                       file_format="safetensors"),
+             FileFacts(str(tmp_path / "depth.safetensors"), (1, 2, 10, 1), "ok", family="sd2", variant="depth",
+                       file_format="safetensors"),
+             FileFacts(str(tmp_path / "fresh.safetensors"), (1, 3, 10, 1), "ok", family="sd1", variant="normal",
+                       file_format="safetensors")]
+    catalog.record_files([(f, None, None) for f in facts], catalog.next_generation())
+    for sha, (name, key) in zip("ab", (("refiner", (1, 1, 10, 1)), ("depth", (1, 2, 10, 1)))):
+        catalog.record_hashes(catalog.get(tmp_path / f"{name}.safetensors").id, FileHashes(sha * 64, None, None, 10, key))
+    statuses = {s.name: s for s in builder(catalog, tmp_path / "specs").statuses().values()}
+    assert {n: s.state for n, s in statuses.items()} == {"refiner": "skipped", "depth": "skipped", "fresh": "skipped"}
+    assert "refiner" in statuses["refiner"].reason and "prompt alone" in statuses["depth"].reason
+    assert "not hashed yet" in statuses["fresh"].reason
+    assert {s.name for s in run(builder(catalog, tmp_path / "specs").build()).skipped} == set(statuses)
+    catalog.close()

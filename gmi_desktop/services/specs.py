@@ -305,7 +305,8 @@ class _Run:
         if chunks:
             options = GenerationOptions.from_settings(self.b.settings, resolution=model.recipe["resolution"])
             clip = self.b.host.clip()
-            pipe = self.b.host.pipeline(model.record.path, model.family, model.variant, options=options)
+            pipe = self.b.host.pipeline(model.record.path, model.family, model.variant, options=options,
+                                        sha256=model.sha256)
             seed = int(self.b.settings.seed)
             for chunk in chunks:
                 check_cancel(self.cancel, "building specifications was cancelled")
