@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import (
-    CorruptCheckpoint, IncompleteFile, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
+    CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint,
 )
 from gmi_desktop.engine.quiet import quiet_loading
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
@@ -67,15 +67,7 @@ def read_safetensors_header(path: Path) -> Shapes:
     """
     result, header = probe_header(path)
     if header is None:
-        error = result.error() or CorruptCheckpoint(path, "not a safetensors file")
-        if result.status == "invalid" and not result.tensor_count:
-            error = CorruptCheckpoint(path, f"not a safetensors file ({result.reason})")
-        elif result.status == "incomplete":
-            error = IncompleteFile(path, result.reason, "wait until the copy or download finishes; "
-                                                        "if the file stays this size, re-download it")
-        elif result.status == "unreadable":
-            error = UserInputError(path, f"cannot read the file: {result.reason}")
-        raise error
+        raise result.error() or CorruptCheckpoint(path, "not a safetensors file")
     if header.problems:
         raise CorruptCheckpoint(path, "; ".join(header.problems))
     return header.tensors
