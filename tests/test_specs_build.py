@@ -17,7 +17,7 @@ from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.progress import run
 from gmi_desktop.core.spec import Requirement, spec_completeness
 from gmi_desktop.engine.host import ModelHost
-from gmi_desktop.services.identify_explain import completeness, thumbnails
+from gmi_desktop.services.identify_explain import closest_thumbnails, completeness
 from gmi_desktop.services.specs import SpecBuilder
 from gmi_desktop.store.prompts import default_prompts
 from gmi_desktop.store.spec_state import DiskFull, thumbnail_paths
@@ -87,7 +87,8 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     ranking = store.index().rank(Requirement(own.image_features[1:2], own.prompt_features[1:2]))
     assert ranking[0][0] == own.model_id
     assert all(p.is_file() for p in thumbnail_paths(store.paths[1], own))
-    assert sorted(thumbnails(store.paths[1])) == list(range(COARSE))  # where identification looks
+    shown = closest_thumbnails(own, store.paths[1], own.image_features[1:2], count=COARSE)  # what identify shows
+    assert len(shown) == COARSE and shown[0] == thumbnail_paths(store.paths[1], own)[1]
 
     # resumed later, even without the progress files (the coarse specs hold the same rows): nothing
     # is generated twice, and the refinement follows the same order
@@ -102,7 +103,7 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     np.testing.assert_array_equal(full.image_features[::5], own.image_features)
     assert default_prompts() == full.prompts  # the coarse rows are kept
     assert not list((tmp_path / "specs" / "building").iterdir())
-    assert sorted(thumbnails(store.paths[1])) == list(range(N))
+    assert all(p.is_file() for p in thumbnail_paths(store.paths[1], full))
 
     # a preempted-and-resumed build is byte-identical to an uninterrupted one
     other = builder(catalog, tmp_path / "specs-straight")

@@ -30,7 +30,7 @@ def recipe_for(settings: Any, encoder_id: str, family: str, variant: str, prompt
     return {
         "encoder_id": encoder_id,
         "prompt_set_digest": prompt_set_digest(prompts),
-        "images_total": len(prompts),  # one image per prompt
+        "prompts_total": len(prompts),
         "seed": int(settings.seed),
         "images_per_prompt": 1,
         "steps": int(settings.steps),

@@ -31,14 +31,17 @@ def tiny_probe(path: Path):
     return result
 
 
-def tiny_resources(folder: Path, n_prompts: int | None = None) -> Path:
-    """A resources folder for the tiny models (point ``GMI_RESOURCES_DIR`` at it); with
-    ``n_prompts``, its default prompt set is the first ``n_prompts`` shipped ones (faster tests)."""
+def tiny_resources(folder: Path, prompts: Path | None = None, *, n_prompts: int | None = None) -> Path:
+    """A resources folder for the tiny models (point ``GMI_RESOURCES_DIR`` at it). Its prompt sets
+    are a copy of the folder ``prompts``; or, with ``n_prompts``, the first ``n_prompts`` shipped
+    defaults (faster tests); else the shipped ones."""
     shipped = resources_dir()
     folder.mkdir(parents=True, exist_ok=True)
     write_tiny_config_dir(folder / "diffusers" / "sd1", "sd1")
     os.symlink(shipped / "diffusers" / "clip_tokenizer", folder / "diffusers" / "clip_tokenizer")
-    if n_prompts is None:
+    if prompts is not None:
+        shutil.copytree(prompts, folder / "prompts")
+    elif n_prompts is None:
         os.symlink(shipped / "prompts", folder / "prompts")
     else:
         (folder / "prompts").mkdir()
