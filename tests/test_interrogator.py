@@ -185,6 +185,26 @@ def test_corrupt_blip_weights_are_a_typed_error(tmp_path):
     assert err.value.path == broken and "BLIP" in str(err.value)
 
 
+def test_low_vram_host_keeps_either_the_pipeline_or_blip(tmp_path):
+    from gmi_desktop.engine.generation import GenerationOptions
+    from gmi_desktop.engine.host import ModelHost
+    from tests.support.tiny_sd import make_tiny_checkpoint
+
+    ck = make_tiny_checkpoint(tmp_path, "sd1", seed=0)
+    settings = Settings(clip_model=TINY_CLIP, clip_pretrained="random-seed0", clip_weights=str(tiny_assets().clip_weights),
+                        blip_model=TINY_BLIP, blip_weights=str(tiny_assets().blip_folder), device="cpu",
+                        interrogator_labels=str(tiny_assets().labels), low_vram=True)
+    options = GenerationOptions(steps=1, resolution=64, batch_size=1, device="cpu", low_vram=True)
+    with ModelHost(settings, config_dir=ck.config_dir) as host:
+        pipe = host.pipeline(ck.path, "sd1", options=options)
+        assert host.pipeline(ck.path, "sd1", options=options) is pipe  # the current one is reused
+        host.interrogator()
+        assert host.loaded() == ["clip", "interrogator"]  # the pipeline made room for BLIP
+        host.pipeline(ck.path, "sd1", options=options)
+        assert host.loaded() == ["clip", "pipeline"]  # and BLIP for the pipeline
+    assert host.loaded() == []
+
+
 def test_build_interrogator_from_settings(clip, captioner):
     settings = Settings(blip_model=TINY_BLIP, blip_weights=str(tiny_assets().blip_folder), device="cpu",
                         interrogator_mode="classic", interrogator_labels=str(tiny_assets().labels))

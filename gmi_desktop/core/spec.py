@@ -177,11 +177,16 @@ class Specification:
 def spec_completeness(spec: Specification) -> float:
     """How much of its prompt set a specification covers, in (0, 1]: a progressive build first
     makes a coarse specification from a subset of the prompts (``recipe.generation`` records
-    ``prompts_total``, the size of the full set), then refines it. 1.0 when not recorded."""
-    total = spec.recipe.generation.get("prompts_total")
-    if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
+    ``prompts_total`` and ``images_per_prompt``, the size of the full set), then refines it. 1.0
+    when not recorded."""
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    prompts = count(spec.recipe.generation.get("prompts_total"))
+    if prompts is None:
         return 1.0
-    return min(1.0, spec.n_images / total)
+    return min(1.0, spec.n_images / (prompts * (count(spec.recipe.generation.get("images_per_prompt")) or 1)))
 
 
 @dataclass(frozen=True, eq=False)

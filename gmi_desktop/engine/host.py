@@ -71,9 +71,10 @@ class ModelHost:
     # --- generation -------------------------------------------------------------------------
     def pipeline(self, path: str | Path, family: str, variant: str = "normal", *,
                  options: GenerationOptions | None = None, prediction_type: str | None = None,
-                 config_dir: Path | None = None) -> LoadedPipeline:
+                 config_dir: Path | None = None, sha256: str | None = None) -> LoadedPipeline:
         """The loaded pipeline for ``path`` (reused when it is the current one with the same
-        options; any other is unloaded first)."""
+        options; any other is unloaded first). ``sha256`` (the catalog's content hash) keys what
+        generation remembers about the file."""
         from gmi_desktop.engine.generation import GenerationBackend, GenerationOptions
 
         if options is None:
@@ -88,7 +89,8 @@ class ModelHost:
         if self.settings.low_vram:
             self.unload("interrogator")
         loaded = self._backend.load(path, family, variant, self.settings, options=options,
-                                    prediction_type=prediction_type, config_dir=config_dir or self.config_dir)
+                                    prediction_type=prediction_type, config_dir=config_dir or self.config_dir,
+                                    sha256=sha256)
         self._prediction_type = prediction_type
         return loaded
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.spec import SPEC_FORMAT_VERSION, prompt_set_digest
-from gmi_desktop.engine.sd_configs import native_resolution
+from gmi_desktop.engine.sd_configs import native_resolution, not_identifiable
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.prompts import prompt_set_for
 from gmi_desktop.store.spec_state import SpecPaths
@@ -81,6 +81,10 @@ def _model(sha: str, records: list[FileRecord], settings: Any, encoder_id: str, 
                   SpecPaths.of(store, spec_filename(sha or "unhashed", encoder_id)))
     if not sha:
         model.skip_reason = "not hashed yet (run gmi-desktop scan)"
+        return model
+    refusal = not_identifiable(record.family or "")
+    if refusal is not None:
+        model.skip_reason = f"{refusal[0]} ({refusal[1]})"
         return model
     if not record.family or record.variant not in BUILDABLE_VARIANTS:
         model.skip_reason = f"{record.family or 'unknown'} {record.variant or ''} checkpoints cannot make images from a prompt alone"

@@ -30,11 +30,12 @@ catalog.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -42,31 +43,30 @@ from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.progress import CancelFn, Progress, check_cancel
 from gmi_desktop.core.scores import downsample_pixels
 from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
-from gmi_desktop.engine.sd_configs import native_resolution
 from gmi_desktop.services.spec_models import Model, list_models, recipe_digest, recipe_for
 from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.prompts import coarse_indices
 from gmi_desktop.store.spec_state import (
-    BuildState, DiskFull, load_state, read_failure, remove_quietly, save_state, save_thumbnail,
+    BuildState, DiskFull, load_state, publish_thumbnails, read_failure, remove_quietly, save_state, save_thumbnail,
     state_images_done, write_atomically, write_failure,
 )
 from gmi_desktop.store.specfile import load_spec, spec_to_bytes
 
-__all__ = ["SPEC_STATES", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for",
-           "native_resolution"]
+__all__ = ["SPEC_STATES", "SpecState", "BuildSummary", "ModelSpecStatus", "SpecBuilder", "recipe_digest", "recipe_for"]
 
-SPEC_STATES = ("queued", "building", "coarse", "ready", "failed", "skipped")
+SpecState = Literal["queued", "building", "coarse", "ready", "failed", "skipped"]
+SPEC_STATES: tuple[str, ...] = get_args(SpecState)
 PIXEL_SIZE = 32  # pixel_features for RKME-Basic: 32 x 32 x 3
 
 
 @dataclass(frozen=True)
 class ModelSpecStatus:
-    """Where one model's specification stands (``state`` is one of :data:`SPEC_STATES`)."""
+    """Where one model's specification stands."""
 
     sha256: str
     name: str
-    state: str
+    state: SpecState
     images_done: int = 0
     images_total: int = 0
     reason: str = ""
@@ -175,6 +175,12 @@ class SpecBuilder:
         with self._open() as catalog:
             return {m.key: self._status(m) for m in self._models(catalog)}
 
+    def expected_recipes(self) -> dict[str, str]:
+        """``sha256 -> recipe digest`` of every buildable model under the current settings: what a
+        specification's ``recipe.generation["recipe_digest"]`` must be to count (e.g. on import)."""
+        with self._open() as catalog:
+            return {m.sha256: m.digest for m in self._models(catalog) if m.digest}
+
     # --- building -----------------------------------------------------------------------------
     def build(self, models: Sequence[str] | None = None, *, quick: bool = False, cancel: CancelFn | None = None,
               first: Sequence[str] = ()) -> Generator[Progress, None, BuildSummary]:
@@ -189,8 +195,10 @@ class SpecBuilder:
             if models is not None:
                 for model in todo:
                     remove_quietly(model.paths.failed)
-            run = _Run(self, catalog, todo, quick, cancel)
-            return (yield from run.go())
+            try:
+                return (yield from _Run(self, catalog, todo, quick, cancel).go())
+            finally:  # also when the caller stops iterating and drops (or closes) the generator
+                self._building = None
 
 
 class _Run:
@@ -205,8 +213,7 @@ class _Run:
         self.summary = BuildSummary()
         self.done = 0
         self.total = 0
-        self.started = time.monotonic()
-        self.gen_seconds = 0.0
+        self.gen_seconds = 0.0  # generating, encoding and saving, without loading
 
     def _passes(self, model: Model) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
         """Per pass: the prompt indices it generates, and the rows of the specification it writes."""
@@ -214,21 +221,21 @@ class _Run:
         coarse = coarse_indices(n)
         passes = {"coarse": (coarse, coarse)}
         if not self.quick:
-            passes["full"] = (tuple(i for i in range(n) if i not in set(coarse)), tuple(range(n)))
+            rest = sorted(set(range(n)) - set(coarse))
+            passes["full"] = (tuple(rest), tuple(range(n)))
         return passes
 
     def _progress_of(self, model: Model) -> BuildState:
-        """The saved state, completed with the rows of a stored spec of the same recipe."""
+        """The saved state, completed with the rows of a stored spec of the same recipe (e.g. the
+        coarse spec when the state file is gone, or an imported one)."""
         state = load_state(model.paths.state, model.digest, model.prompts) or BuildState(model.digest, model.prompts)
         spec = self.b._spec(model)
-        if spec is not None:
+        if spec is not None and spec.pixel_features is not None:
             indices = [int(i) for i in spec.recipe.generation.get("prompt_indices", [])]
-            missing = [k for k, i in enumerate(indices) if not state.done[i]]
-            if missing:
-                rows = {"image_features": spec.image_features, "prompt_features": spec.prompt_features}
-                if spec.pixel_features is not None:
-                    rows["pixel_features"] = spec.pixel_features
-                state.put([indices[k] for k in missing], **{n: a[missing] for n, a in rows.items()})
+            missing = [k for k, i in enumerate(indices) if 0 <= i < len(model.prompts) and not state.done[i]]
+            if missing and len(indices) == spec.n_images:
+                state.put([indices[k] for k in missing], image_features=spec.image_features[missing],
+                          prompt_features=spec.prompt_features[missing], pixel_features=spec.pixel_features[missing])
         return state
 
     def _chunks(self, indices: tuple[int, ...]) -> list[list[int]]:
@@ -246,6 +253,7 @@ class _Run:
             else:
                 buildable.append(model)
         work = []  # breadth first: every model's coarse pass, then every model's refinement
+        planned: dict[str, int] = {}
         for pass_name in ("coarse", "full"):
             for model in buildable:
                 passes = self._passes(model)
@@ -258,18 +266,22 @@ class _Run:
                 if chunks or spec is None or spec.n_images < len(rows):
                     work.append((pass_name, model, generate, rows))
                     self.total += sum(len(c) for c in chunks)
+                    planned[model.sha256] = planned.get(model.sha256, 0) + sum(len(c) for c in chunks)
         failed: set[str] = set()
         for pass_name, model, generate, rows in work:
             if model.sha256 in failed:
                 continue
+            images_before = self.summary.images
             try:
                 yield from self._build_pass(model, pass_name, generate, rows)
+                planned[model.sha256] -= self.summary.images - images_before
             except DiskFull:
                 raise
             except (UserInputError, RuntimeError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 write_failure(model.paths.failed, model.digest, reason)
                 failed.add(model.sha256)
+                self.total -= planned[model.sha256] - (self.summary.images - images_before)  # never coming
                 self.b._building = None
                 yield Progress("failed", self.done, self.total, item=model.name, message=f"{model.name}: failed: {reason}",
                                data=self.b._status(model))
@@ -293,7 +305,8 @@ class _Run:
         if chunks:
             options = GenerationOptions.from_settings(self.b.settings, resolution=model.recipe["resolution"])
             clip = self.b.host.clip()
-            pipe = self.b.host.pipeline(model.record.path, model.family, model.variant, options=options)
+            pipe = self.b.host.pipeline(model.record.path, model.family, model.variant, options=options,
+                                        sha256=model.sha256)
             seed = int(self.b.settings.seed)
             for chunk in chunks:
                 check_cancel(self.cancel, "building specifications was cancelled")
@@ -306,7 +319,7 @@ class _Run:
                     "pixel_features": np.stack([downsample_pixels(np.asarray(im), PIXEL_SIZE) for im in images]),
                 }
                 for i, image in zip(chunk, images):
-                    save_thumbnail(model.paths.thumbnail(i), image)
+                    save_thumbnail(model.paths.generated_thumbnail(i), image)
                 state.put(chunk, **features)
                 save_state(model.paths.state, state)
                 self.gen_seconds += time.monotonic() - t0
@@ -337,8 +350,10 @@ class _Run:
         spec = Specification(model_id=model.sha256, image_features=state.rows("image_features", rows),
                              prompt_features=state.rows("prompt_features", rows), prompts=prompts, recipe=recipe,
                              display_name=model.name, pixel_features=state.rows("pixel_features", rows))
+        publish_thumbnails(model.paths, rows)
         write_atomically(model.paths.spec, spec_to_bytes(spec))
         self.catalog.set_spec_ref(model.sha256, model.paths.spec)
         if final:
             remove_quietly(model.paths.state)
+            shutil.rmtree(model.paths.generated, ignore_errors=True)
 

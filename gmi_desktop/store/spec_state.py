@@ -7,7 +7,10 @@ For a specification ``<store>/<stem>.safetensors`` (see :func:`~gmi_desktop.stor
   ``done`` mask), written atomically after every batch, so a cancel, crash or ``kill -9`` loses at
   most the batch that was running. Deleted when the full specification is written.
 - ``<store>/building/<stem>.failed.json``: why this checkpoint failed under this recipe.
-- ``<store>/thumbs/<stem>/<prompt index>.jpg``: a small thumbnail of every generated image.
+- ``<store>/building/<stem>.thumbs/<prompt index>.jpg``: a small thumbnail of every image generated
+  so far; when a specification (coarse or full) is written, the thumbnails of its rows are published
+  as ``<store>/<stem>.thumbs/<row>.jpg`` (row = the image's index in the specification, 4 digits:
+  what :mod:`gmi_desktop.services.identify_explain` shows as the closest images).
 
 The folders are not read by :class:`~gmi_desktop.store.specfile.SpecStore` (it lists the store's
 top level only). Every write is atomic; a full disk is :class:`DiskFull` and leaves the previous
@@ -75,10 +78,19 @@ class SpecPaths:
 
     @property
     def thumbs(self) -> Path:
-        return self.store / "thumbs" / self.stem
+        """The published thumbnails of the specification's rows."""
+        return self.store / f"{self.stem}.thumbs"
 
-    def thumbnail(self, prompt_index: int) -> Path:
-        return self.thumbs / f"{prompt_index:03d}.jpg"
+    def thumbnail(self, row: int) -> Path:
+        return self.thumbs / f"{row:04d}.jpg"
+
+    @property
+    def generated(self) -> Path:
+        """Thumbnails of the images generated so far, by prompt index."""
+        return self.store / "building" / f"{self.stem}.thumbs"
+
+    def generated_thumbnail(self, prompt_index: int) -> Path:
+        return self.generated / f"{prompt_index:04d}.jpg"
 
 
 class BuildState:
@@ -167,12 +179,31 @@ def read_failure(path: Path, recipe_digest: str) -> str | None:
 
 
 def save_thumbnail(path: Path, image: Any, size: int = THUMBNAIL_SIZE) -> None:
-    """A small JPEG of a PIL image (longest side ``size``), written atomically."""
+    """A small JPEG of a PIL image (longest side ``size``).
+
+    Written to a temp file and renamed (a reader never sees half a file) but not fsynced: a
+    thumbnail only illustrates a result, and a power cut that loses one costs a picture, not a
+    feature, while an fsync per image would slow a fast GPU's build measurably.
+    """
     thumb = image.convert("RGB")
     thumb.thumbnail((size, size))
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
-    write_atomically(path, buffer.getvalue())
+    _replace_bytes(path, buffer.getvalue())
+
+
+def _replace_bytes(path: Path, data: bytes) -> None:
+    """Temp file + rename, no fsync (see :func:`save_thumbnail`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, "the disk is full; nothing already built was lost") from exc
+        raise
 
 
 def remove_quietly(*paths: Path, on_error: Callable[[Path, OSError], None] | None = None) -> None:
@@ -187,8 +218,14 @@ def remove_quietly(*paths: Path, on_error: Callable[[Path, OSError], None] | Non
 
 
 def thumbnail_paths(spec_path: Path, spec: Any) -> list[Path]:
-    """The thumbnail of each row of a built specification (rows map to prompt indices through
-    ``recipe.generation["prompt_indices"]``); a path may be absent (e.g. an imported spec)."""
+    """The thumbnail of each row of a built specification; a path may be absent (an imported spec)."""
     where = SpecPaths.of(Path(spec_path).parent, Path(spec_path).name)
-    indices = spec.recipe.generation.get("prompt_indices") or list(range(spec.n_images))
-    return [where.thumbnail(int(i)) for i in indices]
+    return [where.thumbnail(row) for row in range(spec.n_images)]
+
+
+def publish_thumbnails(where: SpecPaths, prompt_indices: list[int]) -> None:
+    """Copy the generated thumbnails of a specification's rows to their published names."""
+    for row, index in enumerate(prompt_indices):
+        source = where.generated_thumbnail(index)
+        if source.is_file():
+            _replace_bytes(where.thumbnail(row), source.read_bytes())

@@ -17,6 +17,7 @@ from pathlib import Path
 from gmi_desktop.services.library import Library, run
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.probe import probe
+from gmi_desktop.store.prompts import read_prompt_file
 from gmi_desktop.store.resources import resources_dir
 from gmi_desktop.store.settings import Settings
 from tests.support.tiny_clip import TINY_CLIP, tiny_assets
@@ -30,16 +31,23 @@ def tiny_probe(path: Path):
     return result
 
 
-def tiny_resources(folder: Path, prompts: Path | None = None) -> Path:
-    """A resources folder for the tiny models (point ``GMI_RESOURCES_DIR`` at it)."""
+def tiny_resources(folder: Path, prompts: Path | None = None, *, n_prompts: int | None = None) -> Path:
+    """A resources folder for the tiny models (point ``GMI_RESOURCES_DIR`` at it). Its prompt sets
+    are a copy of the folder ``prompts``; or, with ``n_prompts``, the first ``n_prompts`` shipped
+    defaults (faster tests); else the shipped ones."""
     shipped = resources_dir()
     folder.mkdir(parents=True, exist_ok=True)
     write_tiny_config_dir(folder / "diffusers" / "sd1", "sd1")
     os.symlink(shipped / "diffusers" / "clip_tokenizer", folder / "diffusers" / "clip_tokenizer")
-    if prompts is None:
+    if prompts is not None:
+        shutil.copytree(prompts, folder / "prompts")
+    elif n_prompts is None:
         os.symlink(shipped / "prompts", folder / "prompts")
     else:
-        shutil.copytree(prompts, folder / "prompts")
+        (folder / "prompts").mkdir()
+        lines = read_prompt_file(shipped / "prompts" / "default.txt")[:n_prompts]
+        (folder / "prompts" / "default.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        shutil.copy(shipped / "prompts" / "evaluation.txt", folder / "prompts" / "evaluation.txt")
     return folder
 
 
