@@ -18,6 +18,7 @@ import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,10 +133,21 @@ _REGISTRY: dict[ClipKey, ClipModel] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+def register_config_beside(model: str, weights: Any) -> None:
+    """Make a custom open_clip architecture known: a config ``<model>.json`` (open_clip's JSON model
+    config) lying beside the weights file is registered when open_clip has no model of that name."""
+    import open_clip
+
+    config = Path(weights).parent / f"{model}.json"
+    if open_clip.get_model_config(model) is None and config.is_file():
+        open_clip.add_model_config(config)
+
+
 def _build(model: str, pretrained: str, weights: ResolvedWeights, device: DeviceChoice) -> ClipModel:
     import open_clip
     import torch
 
+    register_config_beside(model, weights.path)
     src = clip_source(model, pretrained)
     pre = src.preprocess
     precision = "fp16" if device.dtype_name == "float16" else "fp32"
