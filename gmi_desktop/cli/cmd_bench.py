@@ -4,6 +4,7 @@
     gmi-desktop bench --toy example-2.1
     gmi-desktop bench --synthetic OUT_DIR [--seed S] [--own-prompts]
     gmi-desktop bench --weighting-study [--seeds 0-9] [--out DIR]
+    gmi-desktop bench --zoo DIR [--seeds 0-9] [--random-models N] [--groups G] [--out DIR]
 """
 
 from __future__ import annotations
@@ -39,9 +40,15 @@ def register(subparsers) -> None:
     mode.add_argument("--synthetic", type=Path, metavar="OUT_DIR", help="write a synthetic benchmark there")
     mode.add_argument("--weighting-study", action="store_true",
                       help="measure the prompt weightings on synthetic worlds (docs/evaluation.md)")
+    mode.add_argument("--zoo", type=Path, metavar="DIR",
+                      help="the whole path (scan, specifications, interrogator, all methods) on a zoo of tiny "
+                      "random checkpoints in DIR, made there first if missing (docs/zoo-benchmark.md)")
+    p.add_argument("--random-models", type=int, default=8, metavar="N", help="zoo part 1: unrelated random models")
+    p.add_argument("--groups", type=int, default=3, metavar="G", help="zoo part 2: groups of three prompt-shifted models")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (with --synthetic)")
     p.add_argument("--own-prompts", action="store_true", help="synthetic: each model adds prompts of its own to the default set (A.5)")
-    p.add_argument("--seeds", default="0-9", help="world seeds of the weighting study, e.g. 0-9 or 0,3,5")
+    p.add_argument("--seeds", default="0-9", help="world seeds of the weighting study / image seeds of the zoo's "
+                   "test images, e.g. 0-9 or 0,3,5")
     p.add_argument("--gammas", type=float, nargs="+", metavar="G",
                    help="weighting study: gammas to average over (default: --gamma or the core default)")
     p.set_defaults(func=run)
@@ -81,6 +88,10 @@ def run(args) -> int:
         return 0
     if args.weighting_study:
         return _weighting_study(args)
+    if args.zoo:
+        from gmi_desktop.cli.bench_zoo import run_zoo
+
+        return run_zoo(args, _parse_seeds(args.seeds), _output_folder, _progress)
     if args.features_dir is None:
         raise UserInputError(None, "give a FEATURES_DIR, or one of --toy, --synthetic, --weighting-study")
     return _bench(args)

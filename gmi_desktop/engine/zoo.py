@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.zoo_world import SLOTS, SLOT_WORDS, TEMPLATE_WORDS
+from gmi_desktop.engine.quiet import quiet_loading
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 TEXT_WIDTH = 768  # SD 1.x cross-attention width: what the probe recognises
@@ -215,15 +216,16 @@ def shift_slots(components: dict[str, Any], shift: int, vocab: dict[str, int]) -
 
 
 def save_checkpoint(components: dict[str, Any], path: Path, metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
-
+    """Write the single file atomically, byte for byte the same for the same components
+    (``safetensors`` itself orders the metadata arbitrarily; ``store.tensorfile`` does not)."""
     from gmi_desktop.engine.sd1_layout import original_state_dict
+    from gmi_desktop.store.atomic import atomic_write_bytes
+    from gmi_desktop.store.tensorfile import checked_bytes
 
+    state = original_state_dict(components["unet"], components["vae"], components["text_encoder"])
+    data = checked_bytes({k: v.numpy() for k, v in state.items()}, {"format": "pt", **metadata})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(original_state_dict(components["unet"], components["vae"], components["text_encoder"]), str(tmp),
-              metadata={"format": "pt", **metadata})
-    tmp.replace(path)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -243,7 +245,7 @@ def write_clip(folder: Path, seed: int) -> Path:
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = open_clip.create_model(CLIP_NAME, pretrained=None)
+        model = open_clip.CLIP(**CLIP_CONFIG)  # create_model would log "no pretrained weights" at WARNING
     finally:
         torch.random.set_rng_state(state)
     weights = folder / f"{CLIP_NAME}.safetensors"
@@ -279,14 +281,15 @@ def write_blip(folder: Path, words: Sequence[str], seed: int) -> Path:
         torch.random.set_rng_state(state)
     with torch.no_grad():  # a random decoder would often stop at once; keep its captions made of words
         model.text_decoder.cls.predictions.bias[[ids[t] for t in BLIP_SPECIALS]] = -30.0
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with quiet_loading():
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return folder
 
 
 LABELS = {
     "artists.txt": ["Claude Monet", "Hokusai", "Ansel Adams"],
-    "flavors.txt": [*SLOT_WORDS, "bright", "dark", "soft light", "sharp focus"],
+    "flavors.txt": [*SLOT_WORDS, "bright", "dark", "soft light", "sharp focus", "high contrast", "muted tones"],
     "mediums.txt": ["a photograph", "an oil painting", "a pencil sketch"],
     "movements.txt": ["impressionism", "minimalism"],
     "negative.txt": ["blurry", "low quality"],

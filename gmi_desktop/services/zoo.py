@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from gmi_desktop.store.atomic import atomic_write_bytes
 
 MANIFEST = "zoo.json"
 ZOO_FORMAT = "gmi-model-zoo"
+# What a zoo folder holds (an unfinished zoo is finished by make_zoo, anything else is refused).
+ZOO_ENTRIES = {MANIFEST, "settings.toml", "models", "resources", "weights", "results", "bench", "cache", "data"}
 # The zoo's generation recipe: 64 px, 2 DDIM steps (the UNet predicts the clean latent outright).
 SETTINGS = {"scheduler": "ddim", "steps": 2, "guidance_scale": 7.0, "resolution": 64, "batch_size": 16,
             "interrogator_mode": "fast", "allow_downloads": False, "clip_pretrained": "zoo",
@@ -93,6 +96,23 @@ class Zoo:
                 "GMI_DATA_DIR": str(self.folder / "data"), "GMI_CACHE_DIR": str(self.folder / "cache")}
 
 
+@contextmanager
+def activated(zoo: Zoo) -> Iterator[None]:
+    """Run with the zoo's resources folder and caches (:meth:`Zoo.environment`, less the config and
+    data folders, which the caller chooses); the previous environment is restored afterwards."""
+    env = {k: v for k, v in zoo.environment().items() if k in ("GMI_RESOURCES_DIR", "GMI_CACHE_DIR")}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def plan_models(random_models: int, groups: int, group_size: int) -> tuple[ZooModel, ...]:
     if random_models < 0 or groups < 0 or not 1 <= group_size <= 3:
         raise ZooError(None, "a zoo needs random_models >= 0, groups >= 0 and 1..3 models per group")
@@ -113,9 +133,14 @@ def make_zoo(folder: str | os.PathLike[str], *, random_models: int = 8, groups: 
 
     folder = Path(folder)
     models = plan_models(random_models, groups, group_size)
-    existing = _read_manifest(folder) if (folder / MANIFEST).is_file() else None
-    if existing is not None and existing.models == models and existing.seed == seed:
-        return existing
+    if (folder / MANIFEST).is_file():
+        existing = _read_manifest(folder)
+        if existing.models == models and existing.seed == seed:
+            return existing
+        raise ZooError(folder, f"holds another zoo ({len(existing.models)} models, seed {existing.seed})",
+                       "give the same sizes and seed, or another folder")
+    if folder.is_dir() and any(p.name not in ZOO_ENTRIES for p in folder.iterdir()):
+        raise ZooError(folder, "is not empty and holds no zoo", "give an empty or new folder")
     total = len(models) + 4
     step = 0
 

@@ -54,6 +54,12 @@ class ZooBenchResult:
     seconds: dict[str, float]  # time per stage
     examples: list[tuple[str, str]] = field(default_factory=list)  # (true prompt, pseudo-prompt)
 
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps({"reports": {k: r.to_dict() for k, r in self.reports.items()}, "seconds": self.seconds,
+                           "examples": self.examples}, indent=2) + "\n"
+
     def markdown(self) -> str:
         out = []
         for title, report in self.reports.items():
