@@ -11,9 +11,9 @@ import pytest
 
 from gmi_desktop.cli.main import main
 from gmi_desktop.core.scores import DEFAULT_WEIGHTING
-from gmi_desktop.services.benchmark import ALL_METHODS, markdown_table, run_benchmark
-from gmi_desktop.services.demo import write_synthetic_benchmark
-from gmi_desktop.store.benchmark import BenchmarkFormatError, load_benchmark, write_benchmark
+from gmi_desktop.evaluation.benchmark import ALL_METHODS, markdown_table, run_benchmark
+from gmi_desktop.evaluation.demo import write_synthetic_benchmark
+from gmi_desktop.evaluation.benchmark_format import BenchmarkFormatError, load_benchmark, write_benchmark
 from gmi_desktop.store.tensorfile import checked_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "bench_table_seed7.md"
@@ -230,7 +230,7 @@ def test_markdown_table_shape(features_dir):
 
 def test_weighting_study_service_on_small_worlds():
     from gmi_desktop.core.scores import WEIGHTINGS
-    from gmi_desktop.services.weighting_study import SCENARIOS, run_weighting_study, study_markdown
+    from gmi_desktop.evaluation.weighting_study import SCENARIOS, run_weighting_study, study_markdown
 
     study = run_weighting_study([0, 1], images_per_query=(1, 2), world_overrides=SMALL)
     assert len(study.cells) == len(SCENARIOS) * 2 * 4
@@ -271,8 +271,8 @@ def test_ties_with_the_true_model_are_reported(features_dir):
     notes = [n for n in report.notes if "tie" in n]
     assert len(notes) == 2 and "rkme-clip" in notes[0] and "100.0%" in notes[0]
     assert "gamma 10000 (100.0%)" in notes[1] and "2 (" not in notes[1]
-    from gmi_desktop.core.evaluation import GammaPoint
-    from gmi_desktop.services.benchmark import tie_notes
+    from gmi_desktop.evaluation.metrics import GammaPoint
+    from gmi_desktop.evaluation.benchmark import tie_notes
 
     rare = tie_notes([], {"m": [GammaPoint(0.5, 0.3, 0.6, 3.0, 1 / 2880), GammaPoint(1.0, 0.3, 0.6, 3.0, 0.25)]})
     assert rare == ["m gamma sweep: the true model ties with another model at gamma 0.5 (<0.1%), 1 (25.0%)"]
@@ -313,7 +313,7 @@ def test_nothing_left_to_run_is_a_one_line_error(features_dir, tmp_path, capsys)
 def test_seed_lists_are_parsed_strictly_and_named_as_given(capsys):
     from gmi_desktop.cli.cmd_bench import _parse_seeds
     from gmi_desktop.core.scores import WEIGHTINGS
-    from gmi_desktop.services.weighting_study import StudyCell, WeightingStudy, study_markdown
+    from gmi_desktop.evaluation.weighting_study import StudyCell, WeightingStudy, study_markdown
 
     assert _parse_seeds("0-3") == [0, 1, 2, 3] and _parse_seeds("0,3,5") == [0, 3, 5]
     for bad in ("1-", "0,0", "2-4,3", "", "a"):

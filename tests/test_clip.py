@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gmi_desktop.core.errors import CorruptWeights, WeightsUnavailable
-from gmi_desktop.engine.clip import ClipModel, load_clip, load_clip_for, loaded_clip_models, unload_clip
+from gmi_desktop.engine.clip import ClipModel, load_clip, load_clip_for
+from gmi_desktop.engine.host import ModelHost
 from gmi_desktop.store.settings import Settings
 from tests.support.tiny_clip import TINY_CLIP, random_images, register_tiny_clip, tiny_assets
 
@@ -77,18 +78,26 @@ def test_encoder_id_and_device(clip):
     assert clip.weights.source == "setting"
 
 
-def test_same_key_returns_the_same_object_and_other_weights_do_not(clip, images):
-    again = load_clip(TINY_CLIP, "random-seed0", weights=str(tiny_assets().clip_weights), device="cpu")
-    assert again is clip
-    via_settings = load_clip_for(Settings(clip_model=TINY_CLIP, clip_pretrained="random-seed0",
-                                          clip_weights=str(tiny_assets().clip_weights), device="cpu"))
-    assert via_settings is clip
+def test_the_host_loads_clip_once_lazily_and_other_weights_differ(clip, images):
+    import gc
+    import weakref
+
+    settings = Settings(clip_model=TINY_CLIP, clip_pretrained="random-seed0",
+                        clip_weights=str(tiny_assets().clip_weights), device="cpu")
+    host = ModelHost(settings)
+    assert host.loaded() == [] and host.encoder_id == clip.encoder_id  # known without loading
+    first = host.clip()
+    assert host.clip() is first and host.loaded() == ["clip"]
+    assert np.array_equal(first.encode_images(images[:2]), clip.encode_images(images[:2]))
+    assert np.array_equal(load_clip_for(settings).encode_texts(TEXTS), clip.encode_texts(TEXTS))
+    alive = weakref.ref(first.module)
+    host.unload("clip")
+    del first
+    gc.collect()
+    assert host.loaded() == [] and alive() is None  # the weights are gone
     other = load_clip(TINY_CLIP, "random-seed0", weights=str(tiny_assets().clip_weights_other), device="cpu")
-    assert other is not clip
     assert other.weights_fingerprint != clip.weights_fingerprint
     assert not np.allclose(other.encode_images(images[:1]), clip.encode_images(images[:1]))
-    unload_clip(other)
-    assert other not in loaded_clip_models() and clip in loaded_clip_models()
 
 
 def test_explicit_folder_resolves_to_the_file_inside(clip, tmp_path):
@@ -99,7 +108,6 @@ def test_explicit_folder_resolves_to_the_file_inside(clip, tmp_path):
     assert from_folder.weights.path == folder / "open_clip_model.safetensors"
     assert from_folder.weights_fingerprint == clip.weights_fingerprint
     assert np.array_equal(from_folder.encode_texts(TEXTS), clip.encode_texts(TEXTS))
-    unload_clip(from_folder)
 
 
 def test_truncated_weights_file_is_a_typed_error(tmp_path):
@@ -155,7 +163,7 @@ def test_cuda_uses_fp16_and_agrees_with_cpu(clip, images):
     np.testing.assert_allclose(feats, clip.encode_images(images), atol=2e-2)
     assert np.array_equal(feats, gpu.encode_images(images, batch_size=3))
     np.testing.assert_allclose(gpu.encode_texts(TEXTS), clip.encode_texts(TEXTS), atol=2e-2)
-    unload_clip(gpu)
+    gpu.close()
 
 
 # ------------------------------------------------------------------------------ load_image
@@ -237,14 +245,13 @@ def test_progress_is_reported_and_can_cancel(clip, images):
     from gmi_desktop.core.errors import Cancelled
 
     seen = []
-    clip.encode_images(images, batch_size=3, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(3, 7), (6, 7), (7, 7)]
+    clip.encode_images(images, batch_size=3, progress=seen.append)
+    assert [(p.stage, p.done, p.total) for p in seen] == [("encoding", 3, 7), ("encoding", 6, 7), ("encoding", 7, 7)]
 
-    def cancel(done, total):
-        raise Cancelled()
-
+    seen.clear()
     with pytest.raises(Cancelled):
-        clip.encode_texts(TEXTS, batch_size=2, progress=cancel)
+        clip.encode_texts(TEXTS, batch_size=2, progress=seen.append, cancel=lambda: len(seen) >= 1)
+    assert len(seen) == 1  # stopped before the second batch
 
 
 def test_out_of_memory_halves_the_batch_then_gives_a_typed_error(clip, images, monkeypatch):

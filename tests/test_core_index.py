@@ -12,7 +12,7 @@ from gmi_desktop.core.errors import RequirementError, SpecFormatError
 from gmi_desktop.core.index import METHODS, SpecIndex
 from gmi_desktop.core.kernels import l2_normalize
 from gmi_desktop.core.spec import Requirement
-from gmi_desktop.core.toy import example_2_1
+from gmi_desktop.evaluation.toy import example_2_1
 from tests.support.core_builders import make_prompt_set, make_query, make_spec, mixed_specs
 
 ATOL = 2e-6  # float32 index against float64 reference functions

@@ -10,7 +10,7 @@ from gmi_desktop.core.errors import RequirementError
 from gmi_desktop.core.kernels import l2_normalize
 from gmi_desktop.core.reduced_set import reduce_set
 from gmi_desktop.core.spec import Requirement
-from gmi_desktop.core.toy import example_2_1
+from gmi_desktop.evaluation.toy import example_2_1
 from tests.support.core_builders import make_prompt_set, make_query, make_spec
 from tests.support.reference_scores import eq2_direct, eq9_direct
 

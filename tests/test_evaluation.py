@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from gmi_desktop.core.evaluation import (
+from gmi_desktop.evaluation.metrics import (
     PAPER_GAMMA_GRID,
     TaskSet,
     confusion_matrix,
@@ -21,7 +21,7 @@ from gmi_desktop.core.evaluation import (
     top1_predictions,
     topk_accuracy,
 )
-from gmi_desktop.core.synthetic import make_world, prompt_driven_share, world_specifications
+from gmi_desktop.evaluation.synthetic import make_world, prompt_driven_share, world_specifications
 
 
 def test_ranks_on_a_hand_made_matrix():

@@ -87,7 +87,6 @@ def test_the_interrogator_reuses_the_shared_models(interrogator, clip, captioner
     assert ci.clip_model is clip.module and ci.caption_model is captioner.model
     assert ci.caption_processor is captioner.processor
     assert ci.config.caption_model_name == "blip-large" and ci.config.download_cache is False
-    assert load_caption_model(TINY_BLIP, weights=str(tiny_assets().blip_folder), device="cpu") is captioner
 
 
 def test_label_caches_live_in_the_cache_dir_and_are_not_recomputed(clip, captioner, image, tmp_path, monkeypatch):
@@ -96,7 +95,7 @@ def test_label_caches_live_in_the_cache_dir_and_are_not_recomputed(clip, caption
     monkeypatch.chdir(work)
     seen = []
     first = Interrogator(clip, captioner, label_data_path=tiny_assets().labels)
-    first.prepare_labels(lambda table, done, total: seen.append((table, done, total)))
+    first.prepare_labels(lambda p: seen.append((p.item, p.done, p.total)))
     files = first.label_cache_paths()
     assert sorted(files) == ["artists", "flavors", "mediums", "movements", "negative", "trendings"]
     assert all(p.parent == paths.cache_dir() / "interrogator" and p.is_file() for p in files.values())
@@ -131,12 +130,11 @@ def test_a_corrupt_cache_file_is_rebuilt(interrogator, image):
 def test_cancelling_label_preparation_leaves_no_partial_file(clip, captioner):
     it = Interrogator(clip, captioner, label_data_path=tiny_assets().labels)
 
-    def cancel_on_flavors(table, done, total):
-        if table == "flavors":
-            raise Cancelled()
+    seen = []  # one batch per tiny table: cancel once the first table ("artists") is done
 
     with pytest.raises(Cancelled):
-        it.prepare_labels(cancel_on_flavors)
+        it.prepare_labels(seen.append, cancel=lambda: bool(seen))
+    assert [p.stage for p in seen] == ["labels"] and seen[0].item == "artists"
     files = it.label_cache_paths()
     assert files["artists"].is_file() and not files["flavors"].exists()
     assert sorted(p.name for p in files["artists"].parent.iterdir()) == [files["artists"].name]
@@ -190,7 +188,7 @@ def test_corrupt_blip_weights_are_a_typed_error(tmp_path):
 def test_build_interrogator_from_settings(clip, captioner):
     settings = Settings(blip_model=TINY_BLIP, blip_weights=str(tiny_assets().blip_folder), device="cpu",
                         interrogator_mode="classic", interrogator_labels=str(tiny_assets().labels))
-    built = build_interrogator(settings, clip)
+    built = build_interrogator(settings, clip, captioner)
     assert built.caption_model is captioner and built.clip is clip and built.mode == "classic"
     assert built.label_data_path == tiny_assets().labels
     assert os.fspath(built.cache_folder).startswith(os.fspath(paths.cache_dir()))
@@ -222,22 +220,27 @@ def test_loading_blip_prints_no_progress_bars(capfd):
     assert transformers_logging.is_progress_bar_enabled()  # the global setting is restored
 
 
-def test_a_caption_model_can_be_unloaded_and_its_memory_freed(captioner, tmp_path):
+def test_the_host_owns_the_caption_model_and_frees_it_on_unload(clip):
     import gc
     import weakref
 
-    from gmi_desktop.engine.interrogator import loaded_caption_models, unload_caption_model
+    from gmi_desktop.engine.host import ModelHost
 
-    copy = tmp_path / "blip-copy"
-    shutil.copytree(tiny_assets().blip_folder, copy)
-    other = load_caption_model(TINY_BLIP, weights=str(copy), device="cpu")
-    assert other is not captioner and {id(other), id(captioner)} <= {id(m) for m in loaded_caption_models()}
-    alive = weakref.ref(other.model)
-    unload_caption_model(other)
-    assert other not in loaded_caption_models() and captioner in loaded_caption_models()
-    del other
+    settings = Settings(clip_model=TINY_CLIP, clip_pretrained="random-seed0", clip_weights=str(tiny_assets().clip_weights),
+                        blip_model=TINY_BLIP, blip_weights=str(tiny_assets().blip_folder), device="cpu",
+                        interrogator_labels=str(tiny_assets().labels))
+    host = ModelHost(settings)
+    assert host.loaded() == []  # nothing is loaded before it is asked for
+    interrogator = host.interrogator()
+    assert host.interrogator() is interrogator and interrogator.clip is host.clip()  # one CLIP, shared
+    assert host.loaded() == ["clip", "interrogator"]
+    alive = weakref.ref(interrogator.caption_model.model)
+    host.unload("interrogator")
+    assert host.loaded() == ["clip"]
+    del interrogator
     gc.collect()
     assert alive() is None  # nothing else kept the BLIP weights alive
-    again = load_caption_model(TINY_BLIP, weights=str(copy), device="cpu")
-    assert again in loaded_caption_models()  # loaded afresh
-    unload_caption_model(again)
+    again = host.interrogator()  # loaded afresh, over the same CLIP
+    assert again.caption_model.model is not None and again.clip is host.clip()
+    host.close()
+    assert host.loaded() == []

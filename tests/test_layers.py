@@ -12,17 +12,20 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "gmi_desktop"
 HEAVY = {"torch", "torchvision", "diffusers", "transformers", "open_clip", "clip_interrogator", "accelerate"}
 QT = {"PySide6", "shiboken6"}
-LAYERS = ["core", "store", "engine", "services", "cli", "gui", "integrations"]
-# who may import whom (besides itself)
+LAYERS = ["core", "store", "engine", "services", "evaluation", "cli", "gui", "integrations"]
+# who may import whom (besides itself); nothing of the product imports `evaluation`, only `cli`
 ALLOWED = {
     "core": set(),
     "store": {"core"},
     "engine": {"core", "store"},
     "services": {"core", "store", "engine"},
-    "cli": {"core", "store", "engine", "services"},
+    "evaluation": {"core", "store", "engine", "services"},
+    "cli": {"core", "store", "engine", "services", "evaluation"},
     "gui": {"core", "store", "services"},
     "integrations": {"core", "store", "services", "gui"},
 }
+# modules of `evaluation` that are pure numpy like `core` (they may import `core` and each other)
+EVALUATION_NUMPY = {"metrics", "synthetic", "toy"}
 
 
 def _imports(path: Path):
@@ -79,6 +82,19 @@ def test_core_is_numpy_only():
         for _node, name in _imports(path):
             root = name.split(".")[0]
             assert root not in HEAVY | QT | {"gmi_desktop"} or name.startswith("gmi_desktop.core"), (path, name)
+
+
+def test_numpy_only_evaluation_modules():
+    for stem in sorted(EVALUATION_NUMPY):
+        path = PKG / "evaluation" / f"{stem}.py"
+        assert path.is_file(), path
+        for _node, name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "gmi_desktop":
+                ok = parts[1] == "core" or (parts[1] == "evaluation" and parts[2:3] and parts[2] in EVALUATION_NUMPY)
+                assert ok, (path, name)
+            else:
+                assert parts[0] not in HEAVY | QT, (path, name)
 
 
 def test_cli_entry_does_not_import_heavy_libraries():

@@ -12,7 +12,7 @@ import pytest
 
 from gmi_desktop.core.errors import SettingsError, WeightsUnavailable
 from gmi_desktop.engine import download, weights
-from gmi_desktop.engine.weights import (DEFAULT_BLIP, LOW_VRAM_BLIP, DownloadProgress, drop_folder, hub_cache_dir,
+from gmi_desktop.engine.weights import (DEFAULT_BLIP, LOW_VRAM_BLIP, drop_folder, hub_cache_dir,
                                         resolve_blip, resolve_clip)
 from gmi_desktop.store import paths
 from gmi_desktop.store.settings import Settings
@@ -174,7 +174,8 @@ def test_progress_bar_forwards_byte_counts():
         bar.update(100)
     bar.close()
     assert seen == [(100, 300), (200, 300), (300, 300)]
-    assert DownloadProgress("w", "f", 1, None).total is None
+    event = download.download_progress("w", "f", 1, None)
+    assert (event.stage, event.item, event.bytes_done, event.bytes_total) == ("downloading", "f", 1, 0)
 
 
 @pytest.fixture
@@ -197,13 +198,13 @@ def online(monkeypatch):
 
 def test_clip_download_reports_progress_with_total_size_then_is_cached(online):
     data = tiny_assets().clip_weights.read_bytes()
-    seen: list[DownloadProgress] = []
+    seen: list = []
     with online({("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "open_clip_model.safetensors"): data}) as log:
         got = resolve_clip("ViT-H-14", "laion2b_s32b_b79k", progress=seen.append)
     assert got.source == "download" and got.path.read_bytes() == data
     assert got.path.is_relative_to(hub_cache_dir())
-    assert seen and all(p.total == len(data) for p in seen) and seen[-1].done == len(data)
-    assert [p.done for p in seen] == sorted(p.done for p in seen)
+    assert seen and all(p.bytes_total == len(data) for p in seen) and seen[-1].bytes_done == len(data)
+    assert [p.bytes_done for p in seen] == sorted(p.bytes_done for p in seen)
     assert any(line.startswith("GET /laion/") for line in log)
     again = resolve_clip("ViT-H-14", "laion2b_s32b_b79k")  # no server any more: from the cache
     assert again.source == "cache" and again.path == got.path
@@ -214,12 +215,12 @@ def test_blip_download_fetches_a_loadable_folder(online):
 
     blip = tiny_assets().blip_folder
     files = {(LOW_VRAM_BLIP, p.name): p.read_bytes() for p in blip.iterdir()}
-    seen: list[DownloadProgress] = []
+    seen: list = []
     with online(files):
         got = resolve_blip(LOW_VRAM_BLIP, progress=seen.append)
         caption = load_caption_model(LOW_VRAM_BLIP, device="cpu")
     assert got.source == "download" and sorted(p.name for p in got.path.iterdir()) == sorted(n for _r, n in files)
-    assert seen[-1].done == seen[-1].total == sum(len(b) for b in files.values())
+    assert seen[-1].bytes_done == seen[-1].bytes_total == sum(len(b) for b in files.values())
     assert caption.weights.path == got.path and caption.weights.source == "cache"
 
 

@@ -75,7 +75,7 @@ def run(args) -> int:
         print(format_toy(), end="")
         return 0
     if args.synthetic:
-        from gmi_desktop.services.demo import write_synthetic_benchmark
+        from gmi_desktop.evaluation.demo import write_synthetic_benchmark
 
         if args.seed < 0:
             raise UserInputError(None, f"--seed must be 0 or more, got {args.seed}")
@@ -99,9 +99,9 @@ def run(args) -> int:
 
 def _bench(args) -> int:
     from gmi_desktop.core.kernels import DEFAULT_GAMMA
-    from gmi_desktop.services.bench_report import write_report
-    from gmi_desktop.services.benchmark import markdown_table, parse_methods, run_benchmark
-    from gmi_desktop.store.benchmark import load_benchmark
+    from gmi_desktop.evaluation.report import write_report
+    from gmi_desktop.evaluation.benchmark import markdown_table, parse_methods, run_benchmark
+    from gmi_desktop.evaluation.benchmark_format import load_benchmark
 
     methods = parse_methods(args.methods)
     if args.images_per_query < 1:
@@ -128,7 +128,7 @@ def _bench(args) -> int:
 
 def format_toy() -> str:
     from gmi_desktop.core.kernels import DEFAULT_GAMMA
-    from gmi_desktop.services.demo import toy_example_2_1
+    from gmi_desktop.evaluation.demo import toy_example_2_1
 
     lines = [
         "Example 2.1 (paper §2.2): f1(p) = (cos p*pi, sin p*pi), f2(p) = (sin p*pi, cos p*pi).",
@@ -167,7 +167,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _weighting_study(args) -> int:
     from gmi_desktop.core.kernels import DEFAULT_GAMMA
-    from gmi_desktop.services.weighting_study import run_weighting_study, study_markdown
+    from gmi_desktop.evaluation.weighting_study import run_weighting_study, study_markdown
 
     gammas = args.gammas or [DEFAULT_GAMMA if args.gamma is None else args.gamma]
     if not all(g > 0 and math.isfinite(g) for g in gammas):

@@ -50,10 +50,10 @@ def run(args) -> int:
     from gmi_desktop.cli.cmd_bench import format_toy
     from gmi_desktop.core.kernels import DEFAULT_GAMMA
     from gmi_desktop.core.scores import DEFAULT_WEIGHTING
-    from gmi_desktop.services.bench_report import write_report
-    from gmi_desktop.services.benchmark import markdown_table, run_benchmark
-    from gmi_desktop.services.demo import DEMO_WORLD, write_synthetic_benchmark
-    from gmi_desktop.store.benchmark import load_benchmark
+    from gmi_desktop.evaluation.report import write_report
+    from gmi_desktop.evaluation.benchmark import markdown_table, run_benchmark
+    from gmi_desktop.evaluation.demo import DEMO_WORLD, write_synthetic_benchmark
+    from gmi_desktop.evaluation.benchmark_format import load_benchmark
     from gmi_desktop.store.paths import cache_dir
 
     if args.seed < 0:

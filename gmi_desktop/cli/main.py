@@ -19,6 +19,9 @@ SUBCOMMANDS = (
     "gmi_desktop.cli.cmd_demo",
     "gmi_desktop.cli.cmd_bench",
     "gmi_desktop.cli.cmd_scan",
+    "gmi_desktop.cli.cmd_build_specs",
+    "gmi_desktop.cli.cmd_identify",
+    "gmi_desktop.cli.cmd_specs",
 )
 
 

@@ -174,6 +174,16 @@ class Specification:
         return d2
 
 
+def spec_completeness(spec: Specification) -> float:
+    """How much of its prompt set a specification covers, in (0, 1]: a progressive build first
+    makes a coarse specification from a subset of the prompts (``recipe.generation`` records
+    ``prompts_total``, the size of the full set), then refines it. 1.0 when not recorded."""
+    total = spec.recipe.generation.get("prompts_total")
+    if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
+        return 1.0
+    return min(1.0, spec.n_images / total)
+
+
 @dataclass(frozen=True, eq=False)
 class Requirement:
     """A query: T images ``image_features`` (T x D), each paired with its own prompt feature

@@ -1,9 +1,9 @@
-"""The CLIP encoders G(.) (images) and T(.) (texts): one open_clip model, loaded once per process.
+"""The CLIP encoders G(.) (images) and T(.) (texts): one open_clip model.
 
-:func:`load_clip` resolves the weights (:mod:`gmi_desktop.engine.weights`), builds the open_clip
-model on the chosen device (fp16 on CUDA, fp32 on CPU, MPS when present) and keeps it in a
-registry keyed by (model, tag, weights file, device, dtype): asking again returns the same
-:class:`ClipModel`, which the interrogator reuses too, so CLIP is never loaded twice.
+:func:`load_clip` resolves the weights (:mod:`gmi_desktop.engine.weights`) and builds the open_clip
+model on the chosen device (fp16 on CUDA, fp32 on CPU, MPS when present). It builds a new model on
+every call: keeping it, sharing it with the interrogator and unloading it is the job of the one
+owner of loaded models, :class:`gmi_desktop.engine.host.ModelHost`.
 
 Features are **L2-normalised** float32 numpy arrays (CLIP's convention; the kernel bandwidth
 ``gamma`` in ``core`` is documented against unit-norm features). Encoding runs under
@@ -16,28 +16,16 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gmi_desktop.core.errors import CorruptWeights, OutOfMemory
+from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel
 from gmi_desktop.engine.device import DeviceChoice, choose_device
-from gmi_desktop.engine.weights import ProgressFn, ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
-
-
-BatchProgressFn = Callable[[int, int], None]  # (items done, items in total)
-
-
-@dataclass(frozen=True)
-class ClipKey:
-    model: str
-    pretrained: str
-    weights: str  # resolved file path
-    device: str
-    dtype: str
+from gmi_desktop.engine.weights import ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
 
 
 class ClipModel:
@@ -74,7 +62,8 @@ class ClipModel:
         if where.type != target.type or (target.index is not None and where.index != target.index):
             self.module.to(target)
 
-    def _run(self, items: Sequence[Any], batch_size: int, encode, progress: BatchProgressFn | None) -> np.ndarray:
+    def _run(self, items: Sequence[Any], batch_size: int, encode, progress: ProgressSink | None,
+             cancel: CancelFn | None) -> np.ndarray:
         """Encode in batches; on CUDA out-of-memory, retry the batch at half the size (down to 1)."""
         import torch
 
@@ -88,6 +77,7 @@ class ClipModel:
         with self.lock, torch.inference_mode():
             self._ensure_on_device()
             while start < len(items):
+                check_cancel(cancel, "encoding cancelled")
                 try:
                     feats = encode(items[start:start + size]).float()
                 except torch.cuda.OutOfMemoryError:
@@ -101,14 +91,15 @@ class ClipModel:
                 out[start:start + len(feats)] = feats.cpu().numpy()
                 start += len(feats)
                 if progress is not None:
-                    progress(start, len(items))
+                    progress(Progress("encoding", start, len(items), item=self.encoder_id))
         return out
 
-    def encode_images(self, images: Sequence[Any], batch_size: int = 32,
-                      progress: BatchProgressFn | None = None) -> np.ndarray:
+    def encode_images(self, images: Sequence[Any], batch_size: int = 32, progress: ProgressSink | None = None,
+                      cancel: CancelFn | None = None) -> np.ndarray:
         """Unit-norm image features, shape ``(n, feature_dim)``, float32, for RGB PIL images
-        (see :func:`gmi_desktop.store.images.load_image`). ``progress(done, total)`` runs after
-        each batch; raising :class:`~gmi_desktop.core.errors.Cancelled` from it stops the work."""
+        (see :func:`gmi_desktop.store.images.load_image`). ``progress`` gets a
+        :class:`~gmi_desktop.core.progress.Progress` ("encoding", items done, items) after each
+        batch; ``cancel`` is checked before each batch (:class:`~gmi_desktop.core.errors.Cancelled`)."""
         import torch
 
         def encode(chunk):
@@ -116,21 +107,25 @@ class ClipModel:
             pixels = pixels.to(self.device.device, dtype=self.device.dtype)
             return self.module.encode_image(pixels)
 
-        return self._run(list(images), batch_size, encode, progress)
+        return self._run(list(images), batch_size, encode, progress, cancel)
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
-                     progress: BatchProgressFn | None = None) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256, progress: ProgressSink | None = None,
+                     cancel: CancelFn | None = None) -> np.ndarray:
         """Unit-norm text features, shape ``(n, feature_dim)``, float32 (prompts longer than the
         77-token context are cut by the tokenizer). ``progress`` as in :meth:`encode_images`."""
 
         def encode(chunk):
             return self.module.encode_text(self.tokenizer(list(chunk)).to(self.device.device))
 
-        return self._run([str(t) for t in texts], batch_size, encode, progress)
+        return self._run([str(t) for t in texts], batch_size, encode, progress, cancel)
 
+    def close(self) -> None:
+        """Drop the weights and give accelerator memory back; the object is unusable afterwards."""
+        from gmi_desktop.engine.device import release_memory
 
-_REGISTRY: dict[ClipKey, ClipModel] = {}
-_REGISTRY_LOCK = threading.Lock()
+        with self.lock:
+            self.module = None
+        release_memory()
 
 
 def register_config_beside(model: str, weights: Any) -> None:
@@ -171,34 +166,14 @@ def _build(model: str, pretrained: str, weights: ResolvedWeights, device: Device
 
 
 def load_clip(model: str = "ViT-L-14", pretrained: str = "openai", *, weights: str = "", device: str = "auto",
-              allow_downloads: bool = True, progress: ProgressFn | None = None) -> ClipModel:
-    """The shared :class:`ClipModel` for these arguments (loaded on first use, then reused)."""
+              allow_downloads: bool = True, progress: ProgressSink | None = None) -> ClipModel:
+    """A new :class:`ClipModel` for these arguments (``progress`` sees a download, if one runs)."""
     choice = choose_device(device)
     resolved = resolve_clip(model, pretrained, weights, allow_downloads=allow_downloads, progress=progress)
-    key = ClipKey(model, pretrained, str(resolved.path.resolve()), choice.device, choice.dtype_name)
-    with _REGISTRY_LOCK:
-        found = _REGISTRY.get(key)
-        if found is None:
-            found = _REGISTRY[key] = _build(model, pretrained, resolved, choice)
-        return found
+    return _build(model, pretrained, resolved, choice)
 
 
-def load_clip_for(settings: Any, progress: ProgressFn | None = None) -> ClipModel:
+def load_clip_for(settings: Any, progress: ProgressSink | None = None) -> ClipModel:
     """:func:`load_clip` with the user's settings (clip_model, clip_pretrained, clip_weights, device)."""
     return load_clip(settings.clip_model, settings.clip_pretrained, weights=settings.clip_weights,
                      device=settings.device, allow_downloads=settings.allow_downloads, progress=progress)
-
-
-def loaded_clip_models() -> list[ClipModel]:
-    with _REGISTRY_LOCK:
-        return list(_REGISTRY.values())
-
-
-def unload_clip(clip: ClipModel | None = None) -> None:
-    """Drop one model (or all) from the registry and give its memory back."""
-    from gmi_desktop.engine.device import release_memory
-
-    with _REGISTRY_LOCK:
-        for key in [k for k, v in _REGISTRY.items() if clip is None or v is clip]:
-            del _REGISTRY[key]
-    release_memory()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import WeightsUnavailable
+from gmi_desktop.core.progress import Progress, ProgressSink
 
 NETWORK_TIMEOUT_S = 10.0
 
@@ -30,17 +30,11 @@ def hub_cache_dir() -> Path:
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
-@dataclass(frozen=True)
-class DownloadProgress:
-    """One progress report of a weights download (sizes in bytes; ``total`` may be unknown)."""
-
-    what: str
-    filename: str
-    done: int
-    total: int | None
-
-
-ProgressFn = Callable[[DownloadProgress], None]
+def download_progress(what: str, filename: str, done: int, total: int | None) -> Progress:
+    """The event of a weights download: stage "downloading", ``item`` the file, sizes in bytes
+    (``bytes_total`` 0 when unknown)."""
+    return Progress("downloading", item=filename, bytes_done=done, bytes_total=total or 0,
+                    message=f"downloading {what} ({filename})")
 
 def _reporting_bar(report: Callable[[int, int | None], None]) -> type:
     """A tqdm class that forwards byte counts to ``report`` instead of drawing a bar."""
@@ -81,7 +75,7 @@ def _unreachable(endpoint: str) -> str | None:
         return f"{host} cannot be reached ({exc.strerror or exc})"
 
 
-def download_files(repo_id: str, groups, optional: tuple[str, ...], what: str, progress: ProgressFn | None,
+def download_files(repo_id: str, groups, optional: tuple[str, ...], what: str, progress: ProgressSink | None,
               missing: Callable[[str], WeightsUnavailable]) -> Path:
     """Fetch one file of each group (plus optional files) into the hub cache; return the snapshot folder.
 
@@ -117,14 +111,14 @@ def download_files(repo_id: str, groups, optional: tuple[str, ...], what: str, p
         for name, size in plan:
             def report(done: int, _file_total: int | None, _base: int = done_before, _name: str = name) -> None:
                 if progress is not None:
-                    progress(DownloadProgress(what, _name, _base + done, total))
+                    progress(download_progress(what, _name, _base + done, total))
 
             local = hf_hub_download(repo_id, name, cache_dir=cache, etag_timeout=NETWORK_TIMEOUT_S,
                                     endpoint=endpoint, tqdm_class=_reporting_bar(report))
             snapshot = Path(local).parent
             done_before += size or 0
             if progress is not None:
-                progress(DownloadProgress(what, name, done_before, total))
+                progress(download_progress(what, name, done_before, total))
     except WeightsUnavailable:
         raise
     except Exception as exc:  # network boundary: any failure (DNS, refused, TLS, HTTP, timeout) is "cannot download"

@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from gmi_desktop.core.errors import CorruptWeights, OutOfMemory, SettingsError
+from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel
 from gmi_desktop.engine.clip import ClipModel
 from gmi_desktop.engine.device import DeviceChoice, choose_device
 from gmi_desktop.engine.quiet import quiet_loading
-from gmi_desktop.engine.weights import DEFAULT_BLIP, ProgressFn, ResolvedWeights, blip_repo, resolve_blip
+from gmi_desktop.engine.weights import DEFAULT_BLIP, ResolvedWeights, blip_repo, resolve_blip
 from gmi_desktop.store import paths
 from gmi_desktop.store.atomic import atomic_write_bytes
 
@@ -49,7 +50,6 @@ LABEL_FILES = ("artists.txt", "flavors.txt", "mediums.txt", "movements.txt", "ne
 _SITES = ("Artstation", "behance", "cg society", "cgsociety", "deviantart", "dribble", "flickr", "instagram",
           "pexels", "pinterest", "pixabay", "pixiv", "polycount", "reddit", "shutterstock", "tumblr",
           "unsplash", "zbrush central")
-LabelProgressFn = Callable[[str, int, int], None]  # (table, labels done, labels in table)
 
 
 @contextlib.contextmanager
@@ -80,45 +80,29 @@ class CaptionModel:
         self.device = device
         self.weights = weights
 
+    def close(self) -> None:
+        """Drop the weights and give accelerator memory back; the object is unusable afterwards."""
+        from gmi_desktop.engine.device import release_memory
+
+        self.model = None
+        release_memory()
+
     @property
     def interrogator_name(self) -> str:
         """The CAPTION_MODELS key clip-interrogator expects (only its prefix matters to it)."""
         return "blip-base" if "base" in self.repo_id.lower() else "blip-large"
 
 
-_CAPTIONS: dict[tuple[str, str, str, str], CaptionModel] = {}
-_CAPTIONS_LOCK = threading.Lock()
-
-
 def load_caption_model(repo_id: str = DEFAULT_BLIP, *, weights: str = "", device: str = "auto",
-                       allow_downloads: bool = True, progress: ProgressFn | None = None) -> CaptionModel:
-    """The shared BLIP :class:`CaptionModel` for these arguments (loaded once, then reused)."""
+                       allow_downloads: bool = True, progress: ProgressSink | None = None) -> CaptionModel:
+    """A new BLIP :class:`CaptionModel` for these arguments (kept and shared by
+    :class:`gmi_desktop.engine.host.ModelHost`, not here)."""
     choice = choose_device(device)
     resolved = resolve_blip(repo_id, weights, allow_downloads=allow_downloads, progress=progress)
-    key = (repo_id, str(resolved.path.resolve()), choice.device, choice.dtype_name)
-    with _CAPTIONS_LOCK:
-        if key not in _CAPTIONS:
-            _CAPTIONS[key] = _build_caption(repo_id, resolved, choice)
-        return _CAPTIONS[key]
+    return _build_caption(repo_id, resolved, choice)
 
 
-def loaded_caption_models() -> list[CaptionModel]:
-    with _CAPTIONS_LOCK:
-        return list(_CAPTIONS.values())
-
-
-def unload_caption_model(caption: CaptionModel | None = None) -> None:
-    """Drop one BLIP model (or all) from the registry and give its memory back (as
-    :func:`gmi_desktop.engine.clip.unload_clip`); interrogators built on it keep their reference."""
-    from gmi_desktop.engine.device import release_memory
-
-    with _CAPTIONS_LOCK:
-        for key in [k for k, v in _CAPTIONS.items() if caption is None or v is caption]:
-            del _CAPTIONS[key]
-    release_memory()
-
-
-def load_caption_model_for(settings: Any, progress: ProgressFn | None = None) -> CaptionModel:
+def load_caption_model_for(settings: Any, progress: ProgressSink | None = None) -> CaptionModel:
     return load_caption_model(blip_repo(settings), weights=settings.blip_weights, device=settings.device,
                               allow_downloads=settings.allow_downloads, progress=progress)
 
@@ -213,8 +197,15 @@ class Interrogator:
         stem = self.clip_model_name.replace("/", "_").replace("@", "_")
         return {table: self.cache_folder / f"{stem}_{table}.safetensors" for table in _label_tables(self.label_data_path)}
 
-    def prepare_labels(self, progress: LabelProgressFn | None = None) -> None:
-        """Embed every label table not cached yet (atomically written; cancellable via ``progress``)."""
+    def prepare_labels(self, progress: ProgressSink | None = None, cancel: CancelFn | None = None,
+                       fetch: Callable[[str, list[str], Path], bool] | None = None) -> None:
+        """Embed every label table not cached yet (each table written atomically when complete).
+
+        ``progress`` gets a :class:`Progress` ("labels", labels done, labels in the table, item =
+        the table) after each batch; ``cancel`` is checked before each batch. ``fetch(table,
+        labels, path)`` may put a verified pre-computed table at ``path`` first
+        (:class:`gmi_desktop.engine.label_cache.PublishedLabels`); when it returns False the table
+        is computed here."""
         from safetensors.numpy import save
 
         tables = _label_tables(self.label_data_path)
@@ -223,11 +214,16 @@ class Interrogator:
             labels = tables[table]
             if _cache_is_current(path, labels):
                 continue
+            if fetch is not None and fetch(table, labels, path) and _cache_is_current(path, labels):
+                continue
             parts = []
             for start in range(0, len(labels), batch):
+                check_cancel(cancel, "embedding the interrogator's labels was cancelled")
                 parts.append(self.clip.encode_texts(labels[start:start + batch], batch_size=batch))
                 if progress is not None:
-                    progress(table, min(start + batch, len(labels)), len(labels))
+                    done = min(start + batch, len(labels))
+                    progress(Progress("labels", done, len(labels), item=table,
+                                      message=f"embedding interrogator labels: {table} {done}/{len(labels)}"))
             embeds = np.concatenate(parts) if parts else np.zeros((0, self.clip.feature_dim), np.float32)
             data = save({"embeds": embeds.astype(np.float16), "hash": _labels_hash(labels)})
             atomic_write_bytes(path, data)
@@ -294,8 +290,7 @@ class Interrogator:
         return self._call(name, image, caption=caption)
 
 
-def build_interrogator(settings: Any, clip: ClipModel, progress: ProgressFn | None = None) -> Interrogator:
-    """An :class:`Interrogator` configured from the settings, over the shared ``clip``."""
-    caption = load_caption_model_for(settings, progress)
+def build_interrogator(settings: Any, clip: ClipModel, caption: CaptionModel) -> Interrogator:
+    """An :class:`Interrogator` configured from the settings, over the shared models."""
     return Interrogator(clip, caption, mode=settings.interrogator_mode, low_vram=settings.low_vram,
                         label_data_path=settings.interrogator_labels or None)

@@ -6,7 +6,7 @@
    ``~/.cache/huggingface/hub``), which is where open_clip 3.x keeps nearly every pretrained tag.
    (Its legacy URL downloads in ``~/.cache/clip`` are TorchScript archives, which open_clip 3.x's
    ``torch.load(weights_only=True)`` refuses, so they are not looked for.)
-4. A download into the hub cache with a progress callback (bytes done / total), only when the
+4. A download into the hub cache with progress events (stage "downloading", bytes done / total), only when the
    settings allow downloads and ``HF_HUB_OFFLINE`` is not set.
 
 When none works, :class:`~gmi_desktop.core.errors.WeightsUnavailable` says what is missing (model,
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import SettingsError, WeightsUnavailable
-from gmi_desktop.engine.download import DownloadProgress, ProgressFn, download_files, hub_cache_dir  # noqa: F401 (re-exported)
+from gmi_desktop.core.progress import ProgressSink
+from gmi_desktop.engine.download import download_files, hub_cache_dir  # noqa: F401 (re-exported)
 from gmi_desktop.store import paths
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-large"
@@ -190,7 +191,7 @@ def _cached_clip(src: ClipSource) -> Path | None:
 
 
 def resolve_clip(model: str, pretrained: str, explicit: str = "", *, allow_downloads: bool = True,
-                 progress: ProgressFn | None = None) -> ResolvedWeights:
+                 progress: ProgressSink | None = None) -> ResolvedWeights:
     """Find (or fetch) the open_clip weights file for ``model``/``pretrained``."""
     what = f"CLIP {model}/{pretrained}"
     if explicit:
@@ -254,7 +255,7 @@ def _cached_blip(repo_id: str) -> Path | None:
 
 
 def resolve_blip(repo_id: str, explicit: str = "", *, allow_downloads: bool = True,
-                 progress: ProgressFn | None = None) -> ResolvedWeights:
+                 progress: ProgressSink | None = None) -> ResolvedWeights:
     """Find (or fetch) a BLIP captioning folder (transformers layout) for ``repo_id``."""
     what = f"BLIP {repo_id}"
     candidates = [(Path(explicit).expanduser(), "setting")] if explicit else [(drop_folder("blip", repo_id), "folder")]

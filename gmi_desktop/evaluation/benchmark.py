@@ -1,4 +1,4 @@
-"""Run the paper's evaluation protocol (§4.1) for every method on a benchmark (store/benchmark.py).
+"""Run the paper's evaluation protocol (§4.1) for every method on a benchmark (evaluation/benchmark_format.py).
 
 Methods are named ``download``, ``rkme-basic``, ``rkme-clip``, ``rkme-concat`` and
 ``proposal:<weighting>`` (``paper`` = Eq. 9 exactly, ``clamped``, ``softmax``). A method that
@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.core.evaluation import (
+from gmi_desktop.core.index import SpecIndex
+from gmi_desktop.core.kernels import DEFAULT_GAMMA
+from gmi_desktop.core.scores import DEFAULT_WEIGHTING, WEIGHTINGS
+from gmi_desktop.core.spec import Requirement, Specification
+from gmi_desktop.evaluation.metrics import (
     EvaluationResult,
     GammaPoint,
     TaskSet,
@@ -21,10 +25,6 @@ from gmi_desktop.core.evaluation import (
     gamma_grid,
     gamma_sweep,
 )
-from gmi_desktop.core.index import SpecIndex
-from gmi_desktop.core.kernels import DEFAULT_GAMMA
-from gmi_desktop.core.scores import DEFAULT_WEIGHTING, WEIGHTINGS
-from gmi_desktop.core.spec import Requirement, Specification
 
 BASELINES = ("download", "rkme-basic", "rkme-clip", "rkme-concat")
 ALL_METHODS = BASELINES + tuple(f"proposal:{w}" for w in WEIGHTINGS)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
 from gmi_desktop.core.scores import WEIGHTINGS, score_proposal, score_rkme_clip
-from gmi_desktop.core.synthetic import SyntheticWorld, make_world, world_specifications
-from gmi_desktop.core.toy import example_2_1
-from gmi_desktop.store.benchmark import write_benchmark
+from gmi_desktop.evaluation.benchmark_format import write_benchmark
+from gmi_desktop.evaluation.synthetic import SyntheticWorld, make_world, world_specifications
+from gmi_desktop.evaluation.toy import example_2_1
 
 # A tie is "cannot tell apart" when the two scores differ by less than this (relative).
 TIE_TOLERANCE = 1e-9

@@ -24,8 +24,8 @@ import numpy as np
 from gmi_desktop.core.index import SpecIndex
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
 from gmi_desktop.core.scores import WEIGHTINGS
-from gmi_desktop.core.synthetic import make_world, prompt_driven_share, world_specifications
-from gmi_desktop.services.benchmark import build_requirements, display_name, evaluate_methods
+from gmi_desktop.evaluation.benchmark import build_requirements, display_name, evaluate_methods
+from gmi_desktop.evaluation.synthetic import make_world, prompt_driven_share, world_specifications
 
 SCENARIOS = {
     "shared prompts": {},

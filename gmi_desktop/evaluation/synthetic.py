@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gmi_desktop.core.evaluation import TaskSet
 from gmi_desktop.core.spec import Specification, SpecRecipe, prompt_set_digest
+from gmi_desktop.evaluation.metrics import TaskSet
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import Requirement, SpecRecipe, Specification, prompt_set_digest
+from gmi_desktop.core.spec import Requirement, SpecRecipe, Specification, prompt_set_digest
 
 
 def f1(p: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from gmi_desktop.services.benchmark import BenchmarkReport, display_name, markdown_table
+from gmi_desktop.evaluation.benchmark import BenchmarkReport, display_name, markdown_table
 from gmi_desktop.store.atomic import atomic_write_bytes
 
 

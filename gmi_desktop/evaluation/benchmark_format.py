@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.core.evaluation import TaskSet
 from gmi_desktop.core.spec import Specification
+from gmi_desktop.evaluation.metrics import TaskSet
 from gmi_desktop.store.atomic import atomic_write_bytes
 from gmi_desktop.store.specfile import Skipped, SpecStore
 from gmi_desktop.store.tensorfile import checked_bytes, json_field, read_checked
