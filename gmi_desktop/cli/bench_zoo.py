@@ -1,5 +1,6 @@
-"""``gmi-desktop bench --zoo DIR``: make the model zoo if needed, run the whole path on it, print
-the tables of both parts (docs/zoo-benchmark.md); progress on stderr."""
+"""``gmi-desktop bench --zoo DIR`` (make the model zoo if needed, run the whole path on it) and
+``bench --images DIR`` (the same on your own models' images): tables on stdout and in
+``zoo-benchmark.md`` / ``images-benchmark.md`` (docs/zoo-benchmark.md); progress on stderr."""
 
 from __future__ import annotations
 
@@ -27,27 +28,48 @@ def run_zoo(args, seeds: list[int], output_folder: Callable[[Path], Path], say: 
     from gmi_desktop.core.progress import run
     from gmi_desktop.engine.host import ModelHost
     from gmi_desktop.services.zoo import activated, make_zoo
-    from gmi_desktop.services.zoo_bench import run_zoo_bench
-    from gmi_desktop.store.atomic import atomic_write_bytes
+    from gmi_desktop.evaluation.zoo_bench import run_zoo_bench
     from gmi_desktop.store.catalog import Catalog
     from gmi_desktop.store.settings import Settings
 
     lines = _Lines(say)
     zoo = run(make_zoo(output_folder(args.zoo), random_models=args.random_models, groups=args.groups), lines)
     out = output_folder(args.out or zoo.folder / "results")
-    work = output_folder(zoo.folder / "bench")
-    specs = output_folder(work / "specs")
-    with activated(zoo):
-        host = ModelHost(Settings(**zoo.settings_values()))
-        catalog = Catalog(work / "catalog.sqlite")
+    with activated(zoo):  # its profile: afterwards the zoo's own catalog and specifications are built
+        settings = Settings(**zoo.settings_values(), **({"gamma": args.gamma} if args.gamma else {}))
+        host = ModelHost(settings)
+        catalog = Catalog(output_folder(zoo.data_dir) / "catalog.sqlite3")
         try:
-            result = run(run_zoo_bench(zoo, host, catalog, specs, seeds=seeds, gamma=args.gamma), lines)
+            result = run(run_zoo_bench(zoo, settings, host, catalog, zoo.data_dir / "specs", seeds=seeds), lines)
         finally:
             host.close()
             catalog.close()
+    return _write(result, out, "zoo-benchmark", say)
+
+
+def _write(result, out: Path, stem: str, say: Callable[[str], None]) -> int:
+    from gmi_desktop.store.atomic import atomic_write_bytes
+
     text = result.markdown()
-    atomic_write_bytes(out / "zoo-benchmark.md", text.encode("utf-8"))
-    atomic_write_bytes(out / "zoo-benchmark.json", result.to_json().encode("utf-8"))
-    say(f"wrote zoo-benchmark.md and zoo-benchmark.json to {out}")
+    atomic_write_bytes(out / f"{stem}.md", text.encode("utf-8"))
+    atomic_write_bytes(out / f"{stem}.json", result.to_json().encode("utf-8"))
+    say(f"wrote {stem}.md and {stem}.json to {out}")
     print(text, end="")
     return 0
+
+
+def run_images(args, output_folder: Callable[[Path], Path], say: Callable[[str], None]) -> int:
+    import tempfile
+
+    from gmi_desktop.core.progress import run
+    from gmi_desktop.engine.host import ModelHost
+    from gmi_desktop.evaluation.images_bench import run_images_bench
+    from gmi_desktop.store.catalog import Catalog
+    from gmi_desktop.store.settings import load_settings
+
+    settings = load_settings(**({"gamma": args.gamma} if args.gamma else {}))
+    out = output_folder(args.out or args.images.parent / f"{args.images.name}-results")
+    lines = _Lines(say)
+    with Catalog() as catalog, ModelHost(settings) as host, tempfile.TemporaryDirectory(prefix="gmi-bench-") as work:
+        result = run(run_images_bench(args.images, settings, host, catalog, Path(work)), lines)
+    return _write(result, out, "images-benchmark", say)

@@ -5,6 +5,7 @@
     gmi-desktop bench --synthetic OUT_DIR [--seed S] [--own-prompts]
     gmi-desktop bench --weighting-study [--seeds 0-9] [--out DIR]
     gmi-desktop bench --zoo DIR [--seeds 0-9] [--random-models N] [--groups G] [--out DIR]
+    gmi-desktop bench --images DIR [--out DIR]
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
     mode.add_argument("--zoo", type=Path, metavar="DIR",
                       help="the whole path (scan, specifications, interrogator, all methods) on a zoo of tiny "
                       "random checkpoints in DIR, made there first if missing (docs/zoo-benchmark.md)")
+    mode.add_argument("--images", type=Path, metavar="DIR",
+                      help="every method on your own models' images: one folder per model, named like its "
+                      "checkpoint, prompts in <image>.txt or the image metadata (docs/zoo-benchmark.md)")
     p.add_argument("--random-models", type=int, default=8, metavar="N", help="zoo part 1: unrelated random models")
     p.add_argument("--groups", type=int, default=3, metavar="G", help="zoo part 2: groups of three prompt-shifted models")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (with --synthetic)")
@@ -92,6 +96,10 @@ def run(args) -> int:
         from gmi_desktop.cli.bench_zoo import run_zoo
 
         return run_zoo(args, _parse_seeds(args.seeds), _output_folder, _progress)
+    if args.images:
+        from gmi_desktop.cli.bench_zoo import run_images
+
+        return run_images(args, _output_folder, _progress)
     if args.features_dir is None:
         raise UserInputError(None, "give a FEATURES_DIR, or one of --toy, --synthetic, --weighting-study")
     return _bench(args)

@@ -11,6 +11,7 @@ folder/
                                with its group; reads prompts shifted by S, core/zoo_world.py)
   resources/diffusers/sd1/     the tiny pipeline config (DDIM, prediction "sample")
   resources/diffusers/clip_tokenizer/  the zoo's small CLIP BPE tokenizer
+  resources/prompts/           specification prompts (default.txt) and evaluation prompts
   weights/clip/  weights/blip/  weights/labels/   tiny CLIP, tiny BLIP, interrogator labels
 ```
 
@@ -41,7 +42,7 @@ from gmi_desktop.store.atomic import atomic_write_bytes
 MANIFEST = "zoo.json"
 ZOO_FORMAT = "gmi-model-zoo"
 # What a zoo folder holds (an unfinished zoo is finished by make_zoo, anything else is refused).
-ZOO_ENTRIES = {MANIFEST, "settings.toml", "models", "resources", "weights", "results", "bench", "cache", "data"}
+ZOO_ENTRIES = {MANIFEST, "settings.toml", "models", "resources", "weights", "results", "test-images", "cache", "data"}
 # The zoo's generation recipe: 64 px, 2 DDIM steps (the UNet predicts the clean latent outright).
 SETTINGS = {"scheduler": "ddim", "steps": 2, "guidance_scale": 7.0, "resolution": 64, "batch_size": 16,
             "interrogator_mode": "fast", "allow_downloads": False, "clip_pretrained": "zoo",
@@ -77,6 +78,16 @@ class Zoo:
     def resources_dir(self) -> Path:
         return self.folder / "resources"
 
+    @property
+    def data_dir(self) -> Path:
+        """The zoo's own data folder (catalog, specifications): ``GMI_DATA_DIR`` of its profile."""
+        return self.folder / "data"
+
+    @property
+    def test_images_dir(self) -> Path:
+        """Test images of ``bench --zoo``: one folder per model, prompts beside the images."""
+        return self.folder / "test-images"
+
     def path(self, model: ZooModel) -> Path:
         return self.folder / model.file
 
@@ -93,14 +104,14 @@ class Zoo:
         """Environment of a process that runs the application on the zoo alone (its own catalog,
         specifications, caches and settings; the tiny pipeline configs)."""
         return {"GMI_RESOURCES_DIR": str(self.resources_dir), "GMI_CONFIG_DIR": str(self.folder),
-                "GMI_DATA_DIR": str(self.folder / "data"), "GMI_CACHE_DIR": str(self.folder / "cache")}
+                "GMI_DATA_DIR": str(self.data_dir), "GMI_CACHE_DIR": str(self.folder / "cache")}
 
 
 @contextmanager
 def activated(zoo: Zoo) -> Iterator[None]:
-    """Run with the zoo's resources folder and caches (:meth:`Zoo.environment`, less the config and
-    data folders, which the caller chooses); the previous environment is restored afterwards."""
-    env = {k: v for k, v in zoo.environment().items() if k in ("GMI_RESOURCES_DIR", "GMI_CACHE_DIR")}
+    """Run in the zoo's profile (:meth:`Zoo.environment`: its resources, settings, data and cache
+    folders); the previous environment is restored afterwards."""
+    env = zoo.environment()
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -153,7 +164,11 @@ def make_zoo(folder: str | os.PathLike[str], *, random_models: int = 8, groups: 
     resources = folder / "resources" / "diffusers"
     tokenizer = engine_zoo.write_tokenizer(resources / "clip_tokenizer", engine_zoo.zoo_words())
     engine_zoo.write_sd1_config(resources / "sd1", tokenizer)
-    yield tick("pipeline configs")
+    prompts = folder / "resources" / "prompts"
+    prompts.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("default.txt", zoo_world.SPEC_PROMPTS), ("evaluation.txt", zoo_world.EVALUATION_PROMPTS)):
+        atomic_write_bytes(prompts / name, ("\n".join(lines) + "\n").encode("utf-8"))
+    yield tick("pipeline configs and prompts")
     engine_zoo.write_clip(folder / "weights" / "clip", seed)
     yield tick("CLIP")
     engine_zoo.write_blip(folder / "weights" / "blip", engine_zoo.zoo_words(), seed)
