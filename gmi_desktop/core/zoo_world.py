@@ -8,6 +8,12 @@ what model 0 draws for ``(i + s, j + s, k + s)``. That shift adds ``3 s`` = 0 (m
 sum, so it maps the specification prompts (index sum 0 mod 3) onto themselves: every model of a
 group has the same specification image set, only assigned to other prompts. The evaluation
 prompts (index sum 1 mod 3) are disjoint from them and use the same template.
+
+The same shift maps the evaluation prompts onto themselves too, so a test image alone does not say
+which model of a group drew it: model 0's image for ``t`` is model ``s``'s image for ``t - s``,
+and every ``t - s`` is an evaluation prompt. Only the prompt the image was made from separates
+them (as in Example 2.1, where the user's prompts do); an interrogator's pseudo-prompt, being a
+function of the image, cannot.
 """
 
 from __future__ import annotations
