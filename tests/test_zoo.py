@@ -159,3 +159,18 @@ def test_bench_images_on_the_zoo_as_the_users_library(zoo, capsys, tmp_path, mon
     (images / "nobody").mkdir()
     assert main(["bench", "--images", str(images)]) == 2
     assert "'nobody' matches no checkpoint" in capsys.readouterr().err
+
+
+def test_the_pipeline_tokenizer_follows_the_resources_folder(zoo):
+    from gmi_desktop.engine.pipelines import clip_tokenizer
+
+    shipped = len(clip_tokenizer())
+    with activated(zoo):
+        assert len(clip_tokenizer()) == len(load_json(zoo.resources_dir / "diffusers" / "clip_tokenizer" / "vocab.json"))
+    assert len(clip_tokenizer()) == shipped == 49408
+
+
+def load_json(path):
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -125,8 +125,9 @@ def activated(zoo: Zoo) -> Iterator[None]:
 
 
 def plan_models(random_models: int, groups: int, group_size: int) -> tuple[ZooModel, ...]:
-    if random_models < 0 or groups < 0 or not 1 <= group_size <= 3:
-        raise ZooError(None, "a zoo needs random_models >= 0, groups >= 0 and 1..3 models per group")
+    if random_models < 0 or groups < 0 or not 1 <= group_size <= 3 or random_models + groups * group_size < 2:
+        raise ZooError(None, "a zoo needs random_models >= 0, groups >= 0, 1..3 models per group and "
+                       "at least two models")
     part1 = [ZooModel(f"random-{i + 1:02d}", f"models/random-{i + 1:02d}.safetensors", 1) for i in range(random_models)]
     part2 = [ZooModel(f"shift-g{g + 1}-m{s}", f"models/shift-g{g + 1}-m{s}.safetensors", 2, g + 1, s)
              for g in range(groups) for s in range(group_size)]
