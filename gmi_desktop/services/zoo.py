@@ -15,6 +15,9 @@ folder/
   weights/clip/  weights/blip/  weights/labels/   tiny CLIP, tiny BLIP, interrogator labels
 ```
 
+``bench --zoo`` adds ``data/`` (the profile's catalog and specifications), ``test-images/`` and
+``results/``; ``cache/`` holds the profile's interrogator label cache.
+
 The checkpoints are real single-file checkpoints (original key layout, cross-attention width 768):
 the library scan catalogues them as SD 1.x and the single-file loader loads them. What makes the
 loader build the tiny architecture is the resources folder, found the way the application always
