@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gmi_desktop.engine.device import DeviceChoice  # noqa: E402
 from gmi_desktop.engine.generation import GenerationBackend, GenerationOptions, LoadedPipeline, plan_images  # noqa: E402
 from gmi_desktop.engine.pipelines import make_scheduler  # noqa: E402
+from gmi_desktop.engine.verdicts import Verdicts  # noqa: E402
 
 PROMPTS = ["a lighthouse on a cliff at sunset", "portrait of an old fisherman, oil painting",
            "a bowl of fruit on a wooden table", "a futuristic city street at night, neon lights"]
@@ -61,7 +62,7 @@ def bench_tiny(n_images: int, steps: int, resolution: int) -> None:
         baseline = None
         for batch in (1, 4):
             options = GenerationOptions(steps=steps, resolution=resolution, batch_size=batch, device="cpu")
-            loaded = GenerationBackend().load(ck.path, "sd1", options=options, config_dir=ck.config_dir)
+            loaded = GenerationBackend(Verdicts(None)).load(ck.path, "sd1", options=options, config_dir=ck.config_dir)
             per_image = _report(f"batch {batch} fp32", _measure(loaded, n_images), n_images, baseline)
             baseline = baseline or per_image
             loaded.close()
@@ -106,7 +107,7 @@ def bench_full(n_images: int, steps: int) -> None:
         pipe = full_size_sd15(dtype_name)
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
         loaded = LoadedPipeline(pipe, "sd1", "normal", Path("random-sd15"), DeviceChoice("cuda", dtype_name),
-                                options, 512)
+                                options, 512, verdicts=Verdicts(None))
         per_image = _report(label, _measure(loaded, n_images), n_images, baseline)
         baseline = baseline or per_image
         print(f"    peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, fallbacks used: "

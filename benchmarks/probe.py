@@ -3,8 +3,6 @@
 * ``probe``     gmi_desktop.store.probe.probe (stat, read header, validate, classify)
 * ``library``   the safetensors library's own header parse (safe_open + keys + metadata)
 * ``json only`` read the header bytes and json.loads them, nothing else (a floor)
-* ``probe, gc not paused``  the probe with the collector left running during the parse (what it
-  did before ``safetensors_header._gc_paused``), to show what the pause saves
 
 All three run in this process on the same files, after one warm-up pass, so the page cache
 holds the headers for each (the data regions are holes and never read). Prints seconds per
@@ -14,7 +12,6 @@ pass and the ratios. Run: ``python benchmarks/probe.py [--files N]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import struct
 import sys
@@ -24,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gmi_desktop.store import safetensors_header  # noqa: E402
 from gmi_desktop.store.probe import probe  # noqa: E402
 from tests.support.checkpoint_files import write_safetensors_header  # noqa: E402
 from tests.support.full_layouts import full_layout  # noqa: E402
@@ -66,20 +62,11 @@ def main() -> int:
         for fn in runs.values():
             _timed(fn, paths)  # warm-up
         times = {name: min(_timed(fn, paths) for _ in range(3)) for name, fn in runs.items()}
-        # torch/diffusers (imported for the layouts) leave ~10^5 objects on the heap; every
-        # collection a header parse triggers walks them, unless the parse pauses the collector.
-        paused = safetensors_header._gc_paused
-        safetensors_header._gc_paused = contextlib.nullcontext
-        try:
-            times["probe, gc not paused"] = min(_timed(probe, paths) for _ in range(3))
-        finally:
-            safetensors_header._gc_paused = paused
     print(f"{args.files} files, {len(layout)} keys each (best of 3 passes)")
     for name, seconds in times.items():
         print(f"  {name:20s} {seconds:7.3f} s   {seconds / args.files * 1e3:6.2f} ms/file")
     print(f"  probe / library   = {times['probe'] / times['library']:.2f}x")
     print(f"  probe / json only = {times['probe'] / times['json only']:.2f}x")
-    print(f"  gc not paused / probe = {times['probe, gc not paused'] / times['probe']:.2f}x")
     return 0
 
 

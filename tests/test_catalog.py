@@ -31,7 +31,7 @@ def test_new_catalog_lives_in_the_data_dir_with_wal_and_latest_schema():
     with Catalog() as catalog:
         assert catalog.path == paths.catalog_path()
         assert catalog.journal_mode == "wal"
-        assert catalog.schema_version() == LATEST == 3
+        assert catalog.schema_version() == LATEST == 4
     conn = sqlite3.connect(paths.catalog_path())
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gmi_desktop.cli.main import main
-from gmi_desktop.cli.progress import CLEAR_TO_END, ScanProgress, bytes_of, human_bytes, human_duration
-from gmi_desktop.services.library import ScanEvent
+from gmi_desktop.cli.progress import CLEAR_TO_END, ProgressLine, bytes_of, human_bytes, human_duration
+from gmi_desktop.core.progress import Progress
 from tests.support.library_files import write_checkpoint, write_lora
 
 
@@ -44,7 +44,7 @@ def test_table_output(ui_root, capsys):
         "old          -             -           unsupported: .ckpt file; pickle files can run code; convert to .safetensors",
         f"big_inpaint  SDXL inpaint  {big}  ok",
     ]
-    assert "4 files: 4 new or changed, 0 unchanged, 2 hashed, 0 gone, 0 problems" in err
+    assert "4 files: 4 new or changed, 0 unchanged, 2 hashed; 2 ok, 1 skipped, 1 unsupported; 0 gone, 0 moved; 1 problem" in err
     progress = [line for line in err.splitlines() if line.split(" ")[0] in {"listing", "probing", "hashing"}]
     assert [line.split("  ")[0] for line in progress] == ["listing 4 files found", "probing 4/4", "hashing 2/2"]
     assert "\r" not in err and CLEAR_TO_END not in err  # captured stderr is no terminal
@@ -145,8 +145,8 @@ def test_control_characters_in_names_cannot_break_the_table_or_the_terminal(tmp_
 
 def test_terminal_progress_escapes_control_characters_in_file_names():
     out = Terminal()
-    progress = ScanProgress(out, clock=FakeClock(), width=80)
-    progress(ScanEvent("probing", 1, 2, Path("two\nlines\x1b[2J.safetensors")))
+    progress = ProgressLine(out, clock=FakeClock(), width=80)
+    progress(Progress("probing", 1, 2, "two\nlines\x1b[2J.safetensors"))
     assert "\n" not in out.getvalue() and "\x1b[2J" not in out.getvalue()
     assert "two\\nlines\\x1b[2J.safetensors" in out.getvalue()
 
@@ -201,20 +201,20 @@ GB = 1_000_000_000
 def _hashing_events(clock, files, rate, step):
     """Hash ``files`` [(name, size)] at ``rate`` bytes/s with an event every ``step`` bytes."""
     for index, (name, size) in enumerate(files):
-        yield ScanEvent("hashing", index, len(files), Path(name), 0, size)
+        yield Progress("hashing", index, len(files), name, 0, size)
         for done in range(step, size + 1, step):
             clock.now += step / rate
-            yield ScanEvent("hashing", index, len(files), Path(name), done, size)
+            yield Progress("hashing", index, len(files), name, done, size)
         clock.now += (size % step) / rate
-    yield ScanEvent("hashing", len(files), len(files))
+    yield Progress("hashing", len(files), len(files))
 
 
 def test_plain_progress_is_throttled_per_phase_and_ends_with_each_phase_s_counts():
     clock, out = FakeClock(), io.StringIO()
-    progress = ScanProgress(out, clock=clock, every_s=5.0)
+    progress = ProgressLine(out, clock=clock, every_s=5.0)
     assert not progress.tty
-    events = [ScanEvent("listing", n, 0) for n in range(1, 301)] + [ScanEvent("listing", 300, 300)]
-    events += [ScanEvent("probing", n, 300, Path(f"m{n}.safetensors")) for n in range(1, 301)]
+    events = [Progress("listing", n, 0) for n in range(1, 301)] + [Progress("listing", 300, 300)]
+    events += [Progress("probing", n, 300, f"m{n}.safetensors") for n in range(1, 301)]
     for event in events:
         clock.now += 0.05  # 15 s of listing and 15 s of probing
         progress(event)
@@ -236,14 +236,14 @@ def test_plain_progress_is_throttled_per_phase_and_ends_with_each_phase_s_counts
 
 def test_terminal_progress_is_one_line_with_size_rate_and_eta():
     clock, out = FakeClock(), Terminal()
-    progress = ScanProgress(out, clock=clock, width=100)
+    progress = ProgressLine(out, clock=clock, width=100)
     size = int(6.9 * GB)
-    progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), 0, size))
+    progress(Progress("hashing", 0, 2, "realistic-sdxl.safetensors", 0, size))
     for done in range(64 * 10**6, int(3.1 * GB), 64 * 10**6):
         clock.now = done / 840e6
-        progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), done, size))
+        progress(Progress("hashing", 0, 2, "realistic-sdxl.safetensors", done, size))
     clock.now = 3.1 * GB / 840e6
-    progress(ScanEvent("hashing", 0, 2, Path("realistic-sdxl.safetensors"), int(3.1 * GB), size))
+    progress(Progress("hashing", 0, 2, "realistic-sdxl.safetensors", int(3.1 * GB), size))
     text = out.getvalue()
     assert "\n" not in text  # rewritten in place until the end
     frames = text.split("\r")[1:]
@@ -258,10 +258,10 @@ def test_terminal_progress_is_one_line_with_size_rate_and_eta():
 
 def test_terminal_line_fits_a_narrow_terminal_by_shortening_the_name():
     clock, out = FakeClock(), Terminal()
-    progress = ScanProgress(out, clock=clock, width=60)
+    progress = ProgressLine(out, clock=clock, width=60)
     clock.now = 1.0
     name = "an-extremely-long-checkpoint-name-from-civitai-v3-final-pruned.safetensors"
-    progress(ScanEvent("hashing", 0, 1, Path(name), 0, 2 * GB))
+    progress(Progress("hashing", 0, 1, name, 0, 2 * GB))
     line = out.getvalue().split("\r")[-1].removesuffix(CLEAR_TO_END)
     assert len(line) <= 59 and "…" in line and line.endswith("  0.0/2.0 GB")
     assert line.startswith("hashing 1/1  an-extremely") and ".safetensors  0.0/2.0 GB" in line

@@ -71,7 +71,7 @@ def test_a_file_modified_while_hashed_is_hashed_again(tmp_path):
     final = _random_bytes(300_000, seed=6)
     calls = {"n": 0}
 
-    def meddle(done, total):
+    def meddle(event):
         calls["n"] += 1
         if calls["n"] == 1:  # first chunk of the first pass: rewrite the file, same size
             with open(path, "r+b") as handle:
@@ -88,7 +88,7 @@ def test_a_file_that_keeps_growing_ends_incomplete(tmp_path):
     path = tmp_path / "growing.safetensors"
     path.write_bytes(b"x" * 100_000)
 
-    def grow(done, total):
+    def grow(event):
         with open(path, "ab") as handle:
             handle.write(b"y")
 
@@ -102,7 +102,7 @@ def test_cancel_raises_cancelled(tmp_path):
     path.write_bytes(_random_bytes(200_000, seed=7))
     seen = []
     with pytest.raises(Cancelled):
-        hash_file(path, chunk_size=65536, cancel=lambda: len(seen) >= 1, progress=lambda d, t: seen.append(d))
+        hash_file(path, chunk_size=65536, cancel=lambda: len(seen) >= 1, progress=lambda e: seen.append(e.bytes_done))
     assert seen == [65536]
 
 

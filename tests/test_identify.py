@@ -19,11 +19,12 @@ from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
 from gmi_desktop.engine.clip import load_clip
 from gmi_desktop.engine.host import ModelHost
 from gmi_desktop.services.identify import Identifier
-from gmi_desktop.services.identify_explain import closest_rows, completeness, thumbs_dir
+from gmi_desktop.services.identify_explain import closest_rows, completeness
 from gmi_desktop.services.library import Library
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.settings import Settings
-from gmi_desktop.store.specfile import save_spec, spec_filename
+from gmi_desktop.store.spec_state import save_thumbnail, thumbnail_paths
+from gmi_desktop.store.specfile import load_spec, save_spec, spec_filename
 from tests.support.image_metadata import (a1111_parameters, invokeai_metadata, write_comfyui, write_exif_comment,
                                           write_png_text)
 from tests.support.library_files import write_checkpoint
@@ -66,12 +67,22 @@ def clip():
 
 
 def make_spec(clip, sha: str, name: str, order: list[int], images_total: int | None = None) -> Specification:
-    generation = {"steps": 4, "resolution": 64}
-    if images_total:
-        generation["images_total"] = images_total
+    generation = {"steps": 4, "resolution": 64, "prompt_indices": list(range(len(order)))}
+    if images_total:  # the spec builder's record of the full prompt set (a coarse spec holds fewer)
+        generation.update(prompts_total=images_total, images_per_prompt=1)
     recipe = SpecRecipe(sha, clip.encoder_id, prompt_set_digest(PROMPTS), generation)
     return Specification(sha, clip.encode_images([picture(c, seed=100 + i) for i, c in enumerate(order)]),
                          clip.encode_texts(list(PROMPTS)), PROMPTS, recipe, display_name=name)
+
+
+def make_spec_like(path: Path, encoder_id: str, dim: int = 768) -> Specification:
+    """A specification of the same checkpoint with another encoder's (random, unit) features."""
+    base = load_spec(path)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((base.n_images, dim))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    recipe = SpecRecipe(base.recipe.checkpoint_sha256, encoder_id, base.recipe.prompt_set_digest, {"steps": 25})
+    return Specification(base.model_id, z, rng.standard_normal((base.n_images, dim)), base.prompts, recipe)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +112,11 @@ def world(tmp_path_factory, clip) -> World:
             path = save_spec(spec, data / "specs" / spec_filename(spec.model_id, spec.recipe.encoder_id))
             catalog.set_spec_ref(sha, path)
             spec_paths[stem] = path
-        folder = thumbs_dir(spec_paths["dreamy"])  # thumbnails beside one spec: rows 0..3
-        folder.mkdir()
-        for row, colour in enumerate(orders["dreamy"]):
-            picture(colour, seed=100 + row).resize((16, 16)).save(folder / f"{row:04d}.webp")
+        vit_l = make_spec_like(spec_paths["dreamy"], "open_clip:ViT-L-14/openai")  # what a real install holds
+        save_spec(vit_l, data / "specs" / spec_filename(vit_l.model_id, vit_l.recipe.encoder_id))
+        dreamy = load_spec(spec_paths["dreamy"])  # thumbnails where the spec builder keeps them
+        for row, path in enumerate(thumbnail_paths(spec_paths["dreamy"], dreamy)):
+            save_thumbnail(path, picture(orders["dreamy"][row], seed=100 + row))
         return World(data, root, {k: r.sha256 for k, r in records.items()}, {k: r.autov2 for k, r in records.items()},
                      {k: r.autov1 for k, r in records.items()}, spec_paths)
 
@@ -201,7 +213,8 @@ def test_ranking_with_user_prompt_closest_thumbnails_and_completeness(world, cat
     by_name = {m.name: m for m in result.ranking}
     assert by_name["third"].completeness == 0.5 and by_name["dreamy"].completeness == 1.0
     # the closest spec thumbnails: dreamy's row 0 is the red image
-    assert by_name["dreamy"].closest[0].name == "0000.webp" and by_name["other"].closest == ()
+    assert by_name["dreamy"].closest[0] == thumbnail_paths(world.spec_paths["dreamy"], load_spec(world.spec_paths["dreamy"]))[0]
+    assert len(by_name["dreamy"].closest) == 3 and by_name["other"].closest == ()
     assert {"reading", "encoding", "ranking"} <= {e.stage for e in events}
     assert result.missing is None and result.metadata_matches == ()
 
@@ -228,7 +241,7 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
     query = tmp_path / "q.png"
     picture(0, seed=11).save(query)
     clip_model, interrogator = host.clip(), host.interrogator()
-    calls = {"images": 0, "interrogate": 0, "texts": 0}
+    calls = {"images": 0, "image_tower": 0, "interrogate": 0, "texts": 0}
 
     def counting(obj, name, key):
         real = getattr(obj, name)
@@ -240,7 +253,8 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
         setattr(obj, name, wrapper)
 
     counting(clip_model, "encode_images", "images")
-    counting(clip_model, "encode_texts", "texts")
+    counting(clip_model.module, "encode_image", "image_tower")  # the interrogator's image features too
+    counting(clip_model, "tokenizer", "texts")  # every text encoding path tokenizes once
     counting(interrogator, "interrogate", "interrogate")
     ident = identifier(world, catalog, host)
     result = run(ident.identify([query]))
@@ -253,6 +267,7 @@ def test_rerank_changes_the_order_without_encoding_the_image_or_interrogating(wo
     assert red.ranking[0].name == "dreamy" and green.ranking[0].name == "other"
     assert (green.prompt_source, green.pseudo_prompt) == ("user", "a green tree")
     assert calls["images"] == seen["images"] and calls["interrogate"] == seen["interrogate"]
+    assert calls["image_tower"] == seen["image_tower"] > 0
     assert calls["texts"] == seen["texts"] + 2  # only the two new prompts were encoded
     again = ident.rerank(green, "a red house")  # cached text feature: nothing encoded at all
     assert calls["texts"] == seen["texts"] + 2 and again.ranking == red.ranking
@@ -297,11 +312,17 @@ def test_missing_caption_model_falls_back_to_image_only(world, catalog, tmp_path
         host.close()
 
 
-def test_no_specifications_yet(tmp_path, catalog, world):
+def test_no_specifications_yet_or_none_for_this_encoder(tmp_path, catalog, world):
     query = tmp_path / "q.png"
     picture(0).save(query)
-    result = run(Identifier(tiny_settings(), ModelHost(tiny_settings()), catalog, tmp_path / "none").identify([query]))
+    host = ModelHost(tiny_settings())
+    result = run(Identifier(tiny_settings(), host, catalog, tmp_path / "none").identify([query]))
     assert result.ranking == () and "build-specs" in result.notes[0]
+    other = tiny_settings(clip_pretrained="random-seed1")
+    other_host = ModelHost(other)
+    result = run(Identifier(other, other_host, catalog, world.data / "specs").identify([query]))
+    assert result.ranking == () and "no specification was made with open_clip:GMI-Tiny-CLIP/random-seed1" in result.notes[0]
+    assert host.loaded() == [] and other_host.loaded() == []  # nothing to rank: CLIP never loaded
 
 
 # -- CLI -------------------------------------------------------------------------------------
@@ -348,3 +369,40 @@ def test_cli_identify_ranks_and_refuses_bad_input(world, tmp_path, monkeypatch, 
     assert len(err.strip().splitlines()) == 1 and "junk.png" in err
     assert main(["identify", str(query), "--method", "vibes"]) == 2
     assert main(["identify", str(query), "--top", "0"]) == 2
+
+
+def test_trimmed_prompt_features_equal_the_full_encoder(clip):
+    from gmi_desktop.engine.prompt_features import encode_prompts, trimmable
+
+    texts = ["a red house", "masterpiece, best quality, " * 30, "", "a green tree at night"]
+    assert trimmable(clip.module)
+    np.testing.assert_allclose(encode_prompts(clip, texts), clip.encode_texts(texts), atol=1e-6)
+
+
+def test_two_query_images_each_with_its_own_prompt(world, catalog, host, tmp_path):
+    params = a1111_parameters("a red house", model="dreamy", model_hash=world.autov2["dreamy"])
+    tagged = write_png_text(tmp_path / "a.png", {"parameters": params}, picture(0, seed=21))
+    plain = tmp_path / "b.png"
+    picture(0, seed=22).save(plain)
+    result = run(identifier(world, catalog, host).identify([tagged, plain]))
+    assert [q.prompt_source for q in result.queries] == ["metadata", "interrogator"]
+    assert result.queries[0].prompt == "a red house" and result.queries[1].prompt
+    assert result.prompt_source == "interrogator" and len(result.ranking) == 3
+    assert result.ranking[0].name == "dreamy" and result.ranking[0].exact
+
+
+def test_metadata_only_imports_no_torch(world, tmp_path):
+    import subprocess
+    import sys
+
+    params = a1111_parameters("a red house", model="dreamy", model_hash=world.autov2["dreamy"])
+    image = write_png_text(tmp_path / "q.png", {"parameters": params}, picture(0))
+    code = ("import sys\n"
+            "from gmi_desktop.services.identify import Identifier\n"
+            "from gmi_desktop.store.catalog import Catalog\n"
+            "from gmi_desktop.store.settings import Settings\n"
+            f"with Catalog({str(world.data / 'catalog.sqlite3')!r}) as catalog:\n"
+            f"    result = Identifier(Settings(), None, catalog).metadata_only([{str(image)!r}])\n"
+            "assert result.metadata_matches[0].name == 'dreamy', result\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

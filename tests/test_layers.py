@@ -20,7 +20,7 @@ ALLOWED = {
     "engine": {"core", "store"},
     "services": {"core", "store", "engine"},
     "evaluation": {"core", "store", "engine", "services"},
-    "cli": {"core", "store", "engine", "services", "evaluation"},
+    "cli": {"core", "store", "engine", "services", "evaluation", "integrations"},
     "gui": {"core", "store", "services"},
     "integrations": {"core", "store", "services", "gui"},
 }

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from gmi_desktop.core.errors import Cancelled, UserInputError
-from gmi_desktop.services.library import Library, run
+from gmi_desktop.core.progress import run
+from gmi_desktop.services.library import Library
+from gmi_desktop.store.catalog import OFFLINE_REASON
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.hashing import iter_hash_file
 from tests.support.library_files import (
@@ -72,7 +74,7 @@ def test_cold_scan_classifies_hashes_and_records_everything(tmp_path, models):
     assert by_name["old.ckpt"].status == "unsupported" and "pickle" in by_name["old.ckpt"].reason
     assert by_name["old.ckpt"].sha256 is None and by_name["detail_lora.safetensors"].sha256 is None
     assert summary.seen == 5 and summary.probed == 5 and summary.hashed == 2
-    assert {e.phase for e in events} == {"listing", "probing", "hashing"}
+    assert {e.stage for e in events} == {"listing", "probing", "hashing"}
     assert sum(counting.hashes.values()) == 2
 
 
@@ -444,7 +446,16 @@ def test_missing_library_folder_is_reported_and_its_files_kept(tmp_path, models)
     models.rename(tmp_path / "unplugged")
     summary = run(lib.scan(hashing=False))
     assert summary.problems[0].reason.startswith("library folder not found")
-    assert summary.tombstoned == []
+    assert summary.tombstoned == [] and summary.offline == [models]
+    dreamy = lib.catalog.get(models / "dreamy.safetensors")
+    assert (dreamy.status, dreamy.reason) == ("offline", OFFLINE_REASON)  # kept, not tombstoned
+    assert summary.counts["offline"] == 5 and summary.counts["ok"] == 0
+    assert "5 offline" in summary.describe() and "1 library folder offline" in summary.describe()
+    assert lib.catalog.files(status="ok") == [] and lib.catalog.pending_hashes() == []
+    assert lib.catalog.get(models / "dreamy.safetensors").error().hint == "connect the drive that holds it"
+    (tmp_path / "unplugged").rename(models)  # plugged back in: as it was, nothing read again
+    summary = run(lib.scan(hashing=False))
+    assert summary.offline == [] and summary.unchanged == 5 and summary.counts["offline"] == 0
     assert lib.catalog.get(models / "dreamy.safetensors").status == "ok"
 
 
@@ -477,7 +488,7 @@ def test_two_scans_at_once_never_tombstone_files_that_exist(tmp_path, models):
     early = lib_a.scan(hashing=False)
     next(early)  # the earlier scan has its generation and has listed the files
     late = lib_b.scan(hashing=False)
-    while next(late).phase != "probing":  # the later scan has marked what it found unchanged
+    while next(late).stage != "probing":  # the later scan has marked what it found unchanged
         pass
     run(early)
     summary = run(late)
@@ -608,7 +619,7 @@ def test_hashing_yields_byte_progress_inside_a_file_and_closing_the_generator_st
     inside = []
     for event in gen:
         if event.bytes_done:
-            inside.append((event.path.name, event.bytes_done, event.bytes_total))
+            inside.append((Path(event.item).name, event.bytes_done, event.bytes_total))
         if len(inside) == 3:
             gen.close()  # what a worker does on cancel: the pause point is the yield
             break
@@ -627,12 +638,12 @@ def test_a_killed_worker_process_does_not_lose_files(tmp_path):
     from gmi_desktop.services.library_read import read_many
 
     paths = [write_checkpoint(tmp_path / f"m{i:02d}.safetensors", "sd1", seed=20 + i) for i in range(12)]
-    serial = [r.family for r, _ in read_many(paths, workers=1)]
+    serial = [r.family for r, _, _ in read_many(paths, workers=1)]
     reads = read_many(paths, workers=2, parallel_min=2)
     got = [next(reads)[0].family]
     for child in multiprocessing.active_children():
         os.kill(child.pid, signal.SIGKILL)
-    got += [r.family for r, _ in reads]
+    got += [r.family for r, _, _ in reads]
     assert got == serial == ["sd1"] * 12
 
 
@@ -650,7 +661,7 @@ def test_a_cancelled_scan_keeps_whole_batches_and_the_next_scan_resumes(tmp_path
     probing = []
     with pytest.raises(Cancelled):
         run(lib.scan(cancel=lambda: len(probing) >= BATCH + 10),
-            lambda e: probing.append(e) if e.phase == "probing" else None)
+            lambda e: probing.append(e) if e.stage == "probing" else None)
     assert len(lib.catalog.files()) == BATCH  # one whole batch committed, nothing half-written
     assert lib.catalog.integrity_ok()
     summary = run(lib.scan())

@@ -156,3 +156,9 @@ def test_reading_metadata_imports_no_torch(tmp_path):
             f"m = read_metadata({str(path)!r}); assert m.models; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_formats_are_sniffed_by_content_not_by_name(tmp_path):
+    png_named_jpg = write_png_text(tmp_path / "renamed.jpg", {"parameters": PARAMS})
+    meta = read_metadata(png_named_jpg)
+    assert (meta.source, meta.models) == ("PNG text", (A1111,))

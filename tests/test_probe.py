@@ -177,7 +177,7 @@ def test_valid_file_agrees_with_the_library(tmp_path):
     path = write_safetensors_header(tmp_path / "m.safetensors", TINY, metadata=meta, data="zeros")
     result = probe(path)
     assert _library_accepts(path)
-    assert result.status == "not_checkpoint" and result.kind == "unknown"  # valid, just not a model
+    assert result.status == "skipped" and result.kind == "unknown"  # valid, just not a model
     assert result.tensor_count == 3 and dict(result.metadata) == meta
     assert result.header_len == path.stat().st_size - data_length(TINY)
 
@@ -190,6 +190,18 @@ def test_non_string_metadata_is_invalid_but_still_classified(tmp_path):
     assert dict(result.metadata) == {"modelspec.title": "Merge"}  # only strings are kept
     assert result.family == "sd1"
     assert not _library_accepts(path)
+
+
+@pytest.mark.parametrize("variant", ["depth", "instruct_pix2pix"])
+def test_non_string_metadata_is_invalid_even_for_a_file_the_classifier_calls_unsupported(tmp_path, variant):
+    path = tmp_path / "m.safetensors"
+    write_safetensors_header(path, small_checkpoint("sd1", variant))
+    assert probe(path).status == "unsupported"
+    write_safetensors_header(path, small_checkpoint("sd1", variant), metadata={"ss_epoch": 3})
+    result = probe(path)
+    _expect(result, "invalid", "non-string values", "'ss_epoch' (number)")  # the format check comes first
+    assert (result.family, result.variant) == ("sd1", variant)
+    assert isinstance(result.error(), CorruptCheckpoint)
 
 
 # -- other formats under a safetensors name ------------------------------------------------------
@@ -246,7 +258,7 @@ def _probe_with_timeout(path: Path, seconds: float = 5.0) -> ProbeResult:
 def test_fifo_named_safetensors_does_not_hang(tmp_path):
     path = tmp_path / "model.safetensors"
     os.mkfifo(path)
-    _expect(_probe_with_timeout(path), "not_checkpoint", "not a regular file: FIFO")
+    _expect(_probe_with_timeout(path), "skipped", "not a regular file: FIFO")
 
 
 def test_fifo_swapped_in_after_stat_does_not_hang(tmp_path, monkeypatch):
@@ -260,21 +272,21 @@ def test_fifo_swapped_in_after_stat_does_not_hang(tmp_path, monkeypatch):
         return real_open(p, flags, *args)
 
     monkeypatch.setattr(probe_module.os, "open", swap_then_open)
-    _expect(_probe_with_timeout(path), "not_checkpoint", "not a regular file: FIFO")
+    _expect(_probe_with_timeout(path), "skipped", "not a regular file: FIFO")
 
 
 def test_directory_named_safetensors(tmp_path):
     path = tmp_path / "model.safetensors"
     path.mkdir()
     result = probe(path)
-    _expect(result, "not_checkpoint", "directory without model_index.json")
+    _expect(result, "skipped", "directory without model_index.json")
 
 
 def test_file_deleted_between_listing_and_reading(tmp_path):
     write_safetensors_header(tmp_path / "model.safetensors", small_checkpoint("sd1"))
     listed = [Path(entry.path) for entry in os.scandir(tmp_path)]
     listed[0].unlink()
-    _expect(probe(listed[0]), "unreadable", "vanished")
+    _expect(probe(listed[0]), "skipped", "unreadable: file vanished")
 
 
 def test_file_deleted_between_stat_and_open(tmp_path, monkeypatch):
@@ -287,7 +299,7 @@ def test_file_deleted_between_stat_and_open(tmp_path, monkeypatch):
 
     monkeypatch.setattr(probe_module.os, "open", delete_then_open)
     result = probe(path)
-    _expect(result, "unreadable", "vanished")
+    _expect(result, "skipped", "unreadable: file vanished")
     assert result.size > 0  # the stat before the race is kept
 
 
@@ -302,7 +314,7 @@ def test_permission_denied(tmp_path):
     path = write_safetensors_header(tmp_path / "model.safetensors", small_checkpoint("sd1"))
     path.chmod(0)
     if os.geteuid() != 0:
-        _expect(probe(path), "unreadable", "permission denied")
+        _expect(probe(path), "skipped", "unreadable: permission denied")
         return
     import ctypes
 
@@ -318,7 +330,7 @@ def test_permission_denied(tmp_path):
         preexec_fn=drop_read_override, timeout=60, check=True,
     )
     status, reason = json.loads(done.stdout)
-    assert (status, reason) == ("unreadable", "permission denied")
+    assert (status, reason) == ("skipped", "unreadable: permission denied")
 
 
 def test_truncated_mid_copy_then_completed(tmp_path):
@@ -365,15 +377,15 @@ def test_symlinks(tmp_path):
     (tmp_path / "loop_a.safetensors").symlink_to(tmp_path / "loop_b.safetensors")
     (tmp_path / "loop_b.safetensors").symlink_to(tmp_path / "loop_a.safetensors")
     assert probe(tmp_path / "link.safetensors").ok
-    _expect(probe(tmp_path / "dangling.safetensors"), "unreadable", "broken symlink")
-    _expect(probe(tmp_path / "loop_a.safetensors"), "unreadable", "symlink loop")
+    _expect(probe(tmp_path / "dangling.safetensors"), "skipped", "unreadable: broken symlink")
+    _expect(probe(tmp_path / "loop_a.safetensors"), "skipped", "unreadable: symlink loop")
 
 
 def test_result_carries_the_stat_of_what_was_read(tmp_path):
     path = write_safetensors_header(tmp_path / "m.safetensors", small_checkpoint("sdxl"))
     st = path.stat()
     result = probe(path)
-    assert (result.size, result.mtime_ns, result.device, result.inode) == (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    assert (result.size, result.key) == (st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
     assert hash(result) == hash(probe(path))  # frozen and hashable, metadata included by value in ==
 
 
@@ -390,8 +402,8 @@ def test_other_files_are_not_checkpoints_whatever_their_first_bytes(tmp_path):
     config.write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     notes = tmp_path / "README"
     notes.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
-    _expect(probe(config), "not_checkpoint", "not a safetensors file")
-    _expect(probe(notes), "not_checkpoint", "not a safetensors file (header is not valid JSON")
+    _expect(probe(config), "skipped", "not a safetensors file")
+    _expect(probe(notes), "skipped", "not a safetensors file (header is not valid JSON")
     unnamed = write_safetensors_header(tmp_path / "model", small_checkpoint("sd1"))
     assert probe(unnamed).ok  # content decides, not the suffix
 

@@ -81,14 +81,14 @@ def test_unknown_in_channels(tmp_path):
 def test_unet_without_vae_or_text_encoder(tmp_path, drop, missing):
     layout = {k: v for k, v in full_layout("sd1").items() if not k.startswith(drop)}
     result = probe(write_safetensors_header(tmp_path / "model.safetensors", layout))
-    assert (result.status, result.kind, result.family) == ("not_checkpoint", "unet_only", "sd1")
+    assert (result.status, result.kind, result.family) == ("skipped", "unet_only", "sd1")
     assert f"SD 1.x UNet without {missing}, not a full checkpoint" == result.reason
 
 
 def test_sdxl_vae_extracted_with_prefix(tmp_path):
     layout = {k: v for k, v in full_layout("sdxl").items() if k.startswith("first_stage_model.")}
     result = probe(write_safetensors_header(tmp_path / "sdxl_vae.safetensors", layout))
-    assert (result.status, result.kind) == ("not_checkpoint", "vae")
+    assert (result.status, result.kind) == ("skipped", "vae")
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_sdxl_vae_extracted_with_prefix(tmp_path):
 )
 def test_not_checkpoints_named_like_checkpoints(tmp_path, layout, kind, needle):
     result = probe(write_safetensors_header(tmp_path / "realisticVision_v51.safetensors", layout))
-    assert (result.status, result.kind) == ("not_checkpoint", kind), result.reason
+    assert (result.status, result.kind) == ("skipped", kind), result.reason
     assert needle in result.reason
     assert result.family is None and not result.ok
 

@@ -79,7 +79,7 @@ def test_missing_shard(tmp_path):
         (lambda i, u: u.update(cross_attention_dim=4096), "unsupported", "cross_attention_dim 4096"),
         (lambda i, u: u.update(in_channels=8), "unsupported", "InstructPix2Pix pipeline"),
         (lambda i, u: u.update(cross_attention_dim=2048), "invalid", "StableDiffusionPipeline folder but its UNet is SDXL"),
-        (lambda i, u: i.update(vae=[None, None]), "not_checkpoint", "without vae"),
+        (lambda i, u: i.update(vae=[None, None]), "skipped", "without vae"),
     ],
     ids=["flux", "width", "ip2p", "mixed", "no-vae"],
 )

@@ -1,5 +1,6 @@
-"""Properties of the header validator on seeded random headers: its fast paths agree with the
-exact checks, and its verdict agrees with the safetensors library itself."""
+"""Properties of the header validator on seeded random headers: repeated keys are found at every
+level, its verdict agrees with the safetensors library itself, and absurd headers are refused
+before they cost memory."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from safetensors import safe_open
 
 from gmi_desktop.store.safetensors_header import (
     DTYPE_BITS,
+    MAX_TENSORS,
     HeaderError,
-    _checked_one_by_one,
-    _well_formed,
     parse_header,
 )
 
@@ -69,22 +69,6 @@ def _verdict(fn):
         return ("ok", fn())
     except HeaderError as exc:
         return ("error", exc.reason)
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_fast_path_agrees_with_the_entry_by_entry_checks(seed):
-    rng = random.Random(seed)
-    for _ in range(25):
-        entries = _corrupt(rng, _random_entries(rng, rng.randint(0, 12)))
-        fast = _well_formed(json.loads(json.dumps(entries)))
-        slow = _verdict(lambda: _checked_one_by_one(entries, {}, 10**9))
-        if fast is None:  # only broken headers, or sub-byte dtypes / empty tensors (exact path)
-            unusual = any(DTYPE_BITS.get(e.get("dtype"), 8) % 8 or 0 in e.get("shape", [1])
-                          for e in entries.values() if isinstance(e, dict) and isinstance(e.get("dtype"), str)
-                          and isinstance(e.get("shape", []), list))
-            assert slow[0] == "error" or unusual, (entries, slow)
-        else:
-            assert slow == ("ok", fast)
 
 
 def _strict_has_duplicates(text: str) -> bool:
@@ -160,58 +144,30 @@ def _sd_like_header(n: int = 50) -> bytes:
     return json.dumps(entries).encode(), begin
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_parsing_pauses_the_collector_and_restores_its_state_even_on_error(enabled, monkeypatch):
-    import gc
+def test_absurd_entry_counts_are_refused_before_objects_are_built():
+    """A valid header with far more tensors than any checkpoint (1.4 million once took 6.4 s and
+    1.35 GB in one probe): refused from its byte counts, in bounded memory."""
+    import time
+    import tracemalloc
 
-    import gmi_desktop.store.safetensors_header as module
-
-    seen = []
-    real = module._decode
-    monkeypatch.setattr(module, "_decode", lambda raw: seen.append(gc.isenabled()) or real(raw))
-    raw, data_len = _sd_like_header()
-    was = gc.isenabled()
-    (gc.enable if enabled else gc.disable)()
+    raw, data_len = _sd_like_header(MAX_TENSORS * 3)
+    tracemalloc.start()
     try:
-        assert len(parse_header(raw, data_len).tensors) == 50
-        with pytest.raises(HeaderError, match="truncated"):
-            parse_header(raw, data_len - 1)
-        with pytest.raises(HeaderError, match="not valid JSON"):
-            parse_header(raw[:-1], data_len)
-        assert gc.isenabled() is enabled
+        start = time.perf_counter()
+        with pytest.raises(HeaderError, match=f"more than the {MAX_TENSORS} tensors"):
+            parse_header(raw, data_len)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
-        (gc.enable if was else gc.disable)()
-    assert seen == [False, False, False]
+        tracemalloc.stop()
+    assert peak < len(raw) // 4, (peak, len(raw))  # no copy of the text, no parsed objects
+    assert elapsed < 1.0
+    # one value per comma: a shape list of millions of dimensions is refused the same way
+    huge_shape = b'{"t": {"dtype": "U8", "shape": [' + b"1," * (50 * MAX_TENSORS) + b'1], "data_offsets": [0, 1]}}'
+    with pytest.raises(HeaderError, match="JSON values"):
+        parse_header(huge_shape, 1)
 
 
-def test_the_collector_stays_paused_until_the_last_concurrent_parse_ends(monkeypatch):
-    import gc
-    import threading
-
-    import gmi_desktop.store.safetensors_header as module
-
-    raw, data_len = _sd_like_header()
-    inside, release = threading.Event(), threading.Event()
-    real, seen = module._decode, []
-
-    def decode(data):
-        if threading.current_thread() is threading.main_thread():
-            release.set()  # the other parse, which began first, now ends while this one runs
-            other.join(10)
-            seen.append(gc.isenabled())  # a plain save/restore would have switched it back on
-        else:
-            inside.set()
-            release.wait(10)
-        return real(data)
-
-    monkeypatch.setattr(module, "_decode", decode)
-    assert gc.isenabled()
-    other = threading.Thread(target=parse_header, args=(raw, data_len))
-    other.start()
-    try:
-        assert inside.wait(10)
-        parse_header(raw, data_len)
-    finally:
-        release.set()
-        other.join()
-    assert seen == [False] and gc.isenabled()
+def test_a_real_sized_header_still_parses():
+    raw, data_len = _sd_like_header(5000)
+    assert len(parse_header(raw, data_len).tensors) == 5000

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from gmi_desktop.cli.main import main
+from gmi_desktop.services.spec_models import list_models
 from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
 from gmi_desktop.store import paths, specpack
 from gmi_desktop.store.catalog import Catalog
+from gmi_desktop.store.settings import load_settings
 from gmi_desktop.store.specfile import SpecStore, load_spec, save_spec, spec_filename, spec_to_bytes
 from gmi_desktop.store.specpack import SpecPackError, entry_name, export_pack, import_pack, recipe_digest
 from gmi_desktop.store.tensorfile import checked_bytes
@@ -105,12 +107,12 @@ def test_a_more_complete_local_spec_is_never_overwritten(tmp_path):
 
 
 # -- untrusted packs ---------------------------------------------------------------------------
-def _refused_once(tmp_path, pack, expected: str, **kwargs):
+def _refused_once(tmp_path, pack, why: str, **kwargs):
     local = store_with(tmp_path / "local", spec(9))
     before = snapshot(local)
     result = import_pack(pack, local, **{"encoder_id": ENCODER, **kwargs})
     refused = result.of("refused")
-    assert len(refused) == 1 and expected in refused[0].reason, [str(d) for d in result.decisions]
+    assert len(refused) == 1 and why in refused[0].reason, [str(d) for d in result.decisions]
     assert "\n" not in str(refused[0])
     assert snapshot(local) == before
     return result
@@ -166,7 +168,30 @@ def test_checksum_key_and_recipe_mismatches_are_refused(tmp_path):
                   "this installation uses open_clip:ViT-L-14/openai")
     entry, data = entry_for(s)
     _refused_once(tmp_path, write_pack(tmp_path / "e.zip", [(entry, entry["file"], data)]),
-                  "not the one this installation builds", recipe_digests={"1" * 64})
+                  "not the one this installation builds", expected={s.recipe.checkpoint_sha256: "1" * 64})
+
+
+def test_the_spec_builders_recipe_digest_keys_the_pack_and_an_outdated_local_spec_is_replaced(tmp_path):
+    def built(n: int, digest: str) -> Specification:
+        base = spec(5, n=n)
+        generation = {"prompts_total": 6, "recipe_digest": digest, "prompt_indices": list(range(n))}
+        recipe = SpecRecipe(base.recipe.checkpoint_sha256, ENCODER, base.recipe.prompt_set_digest, generation)
+        return Specification(base.model_id, base.image_features, base.prompt_features, base.prompts, recipe)
+
+    current, old = "c" * 64, "d" * 64
+    coarse = built(3, current)
+    assert recipe_digest(coarse.recipe) == current
+    pack = tmp_path / "p.zip"
+    export_pack(pack, [coarse])
+    with zipfile.ZipFile(pack) as archive:
+        assert json.loads(archive.read("manifest.json"))["entries"][0]["recipe_digest"] == current
+    local = store_with(tmp_path / "local", built(6, old))  # more images, but an outdated recipe
+    result = import_pack(pack, local, encoder_id=ENCODER, expected={coarse.recipe.checkpoint_sha256: current})
+    assert [d.action for d in result.decisions] == ["imported"]
+    (now,) = SpecStore(local).specs
+    assert now.n_images == 3 and recipe_digest(now.recipe) == current
+    result = import_pack(pack, local, encoder_id=ENCODER, expected={coarse.recipe.checkpoint_sha256: current})
+    assert [d.action for d in result.decisions] == ["kept"]
 
 
 def test_wrong_shapes_and_nan_features_are_refused(tmp_path):
@@ -221,7 +246,11 @@ def test_cli_export_then_import(tmp_path, capsys):
     assert main(["scan", str(models)]) == 0
     with Catalog() as catalog:
         (record,) = catalog.files(status="ok")
-    s = spec(1, sha=record.sha256)
+        (model,) = list_models(catalog, load_settings(), ENCODER, paths.specs_dir())
+    base = spec(1, sha=record.sha256)
+    generation = {"prompts_total": 55, "recipe_digest": model.digest}  # as the spec builder writes it
+    s = Specification(base.model_id, base.image_features, base.prompt_features, base.prompts,
+                      SpecRecipe(record.sha256, ENCODER, base.recipe.prompt_set_digest, generation))
     store_with(paths.specs_dir(), s)
     pack = tmp_path / "dreamy.zip"
     capsys.readouterr()
@@ -242,5 +271,9 @@ def test_cli_export_then_import(tmp_path, capsys):
     assert main(["specs", "import", str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len([line for line in err if line.startswith("refused: ")]) == 1
+    other = tmp_path / "other-recipe.zip"
+    export_pack(other, [spec(1, n=8, sha=record.sha256)])  # more images, but not this installation's recipe
+    assert main(["specs", "import", str(other)]) == 2
+    assert "not the one this installation builds" in capsys.readouterr().err
     assert main(["specs", "import", str(tmp_path / "absent.zip")]) == 2
     assert main(["specs", "export", str(tmp_path / "none.zip"), "--models", "nothing"]) == 2

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gmi_desktop.services.library import Library, run
+from gmi_desktop.core.progress import run
+from gmi_desktop.services.library import Library
 from gmi_desktop.services.watch import LibraryWatcher
 from gmi_desktop.store.catalog import Catalog
 from tests.support.library_files import Counting, write_checkpoint, write_lora
@@ -63,7 +64,7 @@ def setup(tmp_path):
 
 
 def _kinds(events):
-    return [(e.kind, e.path.name if e.path else None, e.detail) for e in events]
+    return [(e.stage, Path(e.item).name if e.item else None, e.message) for e in events]
 
 
 def test_created_file_is_debounced_then_checked_for_stability_then_recorded(setup):
@@ -106,7 +107,7 @@ def test_growing_file_is_deferred_until_stable_and_never_hashed_half_written(set
     assert counting.probes["downloading.safetensors"] == 1
     assert counting.hashes["downloading.safetensors"] == 1
     assert library.catalog.get(target).sha256 == hashlib.sha256(source).hexdigest()
-    assert [e.kind for e in events].count("deferred") == 1
+    assert [e.stage for e in events].count("deferred") == 1
 
 
 def test_stalled_partial_copy_is_recorded_incomplete_and_not_hashed(setup):
@@ -188,7 +189,7 @@ def test_folder_deleted_tombstones_everything_below_it(setup):
     sub.rmdir()
     watcher.notify(sub, "deleted")
     clock.advance(1.6)
-    removed = sorted(e.path.name for e in watcher.poll() if e.kind == "removed")
+    removed = sorted(Path(e.item).name for e in watcher.poll() if e.stage == "removed")
     assert removed == ["a.safetensors", "b.safetensors"]
     assert library.catalog.get(folder / "existing.safetensors").status == "ok"
 
@@ -229,7 +230,7 @@ def test_a_watched_folder_that_goes_away_falls_back_to_rescans(setup):
     assert not emitter.is_alive()
     watcher.poll()
     assert watcher.mode == "polling"
-    assert events[-1].kind == "fallback" and "stopped watching" in events[-1].detail
+    assert events[-1].stage == "fallback" and "stopped watching" in events[-1].message
     write_checkpoint(folder / "back.safetensors", "sd1", seed=3)  # the drive is back
     clock.advance(60)
     assert _kinds(watcher.poll())[-1] == ("rescanned", None, "1 files, 1 new or changed")
@@ -241,8 +242,8 @@ def test_watch_limit_falls_back_to_periodic_rescans_and_says_so(setup):
     watcher = LibraryWatcher(library, poll_interval_s=60, clock=clock, observer_factory=FailingObserver,
                              on_event=events.append)
     assert watcher.start() == "polling"
-    assert events[0].kind == "fallback" and "inotify watch limit reached" in events[0].detail
-    assert "rescanning every 60 s" in events[0].detail
+    assert events[0].stage == "fallback" and "inotify watch limit reached" in events[0].message
+    assert "rescanning every 60 s" in events[0].message
     write_checkpoint(folder / "unwatched.safetensors", "sd1", seed=8)
     clock.advance(30)
     assert watcher.poll() == []
@@ -292,7 +293,7 @@ def test_observer_dying_later_also_falls_back(setup):
     watcher._observer.stop()
     watcher._observer.join(5)
     watcher.poll()
-    assert watcher.mode == "polling" and events[-1].kind == "fallback"
+    assert watcher.mode == "polling" and events[-1].stage == "fallback"
 
 
 def test_sidecar_appearing_later_rereads_the_model_beside_it(setup):

@@ -8,8 +8,8 @@ published Stable Diffusion architectures, plus one shared CLIP BPE tokenizer fol
 second tokenizer only differ in the pad token, which the loader sets).
 
 The hyper-parameters below are the documented ones of SD 1.5 (runwayml), SD 2.1 (768-v) and
-2.1-base (512), SD 1.5/2 inpainting, SDXL base 1.0, SDXL inpainting 0.1 and the SDXL refiner
-1.0. Each model config is passed through the real class (on the meta device) so the written file
+2.1-base (512), SD 1.5/2 inpainting, SDXL base 1.0 (and its v-prediction form, ``sdxl_v``), SDXL
+inpainting 0.1 and the SDXL refiner 1.0. Each model config is passed through the real class (on the meta device) so the written file
 is complete, with every default spelled out.
 """
 
@@ -160,6 +160,13 @@ FAMILIES: dict[str, dict] = {
              "text_encoder_2": ("CLIPTextModelWithProjection", _OPENCLIP_BIGG),
              "scheduler": ("EulerDiscreteScheduler", {**_SCHED_COMMON, "prediction_type": "epsilon",
                                                       "timestep_spacing": "leading", "interpolation_type": "linear"})},
+    # SDXL fine-tunes trained for v-prediction (NoobAI-XL V-pred & co.; ``v_pred`` key in the file)
+    "sdxl_v": {"pipeline": "StableDiffusionXLPipeline", "pipe": _XL_PIPE, "unet": _SDXL_UNET,
+               "vae": _vae(1024, 0.13025), "text_encoder": ("CLIPTextModel", _CLIP_L),
+               "text_encoder_2": ("CLIPTextModelWithProjection", _OPENCLIP_BIGG),
+               "scheduler": ("EulerDiscreteScheduler", {**_SCHED_COMMON, "prediction_type": "v_prediction",
+                                                        "timestep_spacing": "leading",
+                                                        "interpolation_type": "linear"})},
     "sdxl_inpaint": {"pipeline": "StableDiffusionXLInpaintPipeline",
                      "pipe": {**_XL_PIPE, "requires_aesthetics_score": False},
                      "unet": {**_SDXL_UNET, "in_channels": 9}, "vae": _vae(1024, 0.13025),

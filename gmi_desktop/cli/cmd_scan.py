@@ -1,8 +1,11 @@
-"""``gmi-desktop scan [FOLDER...] [--json] [--no-hash]``: scan library folders into the catalog.
+"""``gmi-desktop scan [FOLDER...] [--json] [--no-hash] [--prune]``: scan library folders into the
+catalog; ``gmi-desktop remove-folder FOLDER... [--prune]``: stop scanning a library folder.
 
 Given folders are added as library folders first; without any, the library folders already known
 (and those in the settings) are scanned. The table (or JSON) goes to stdout, progress and problems
-to stderr. Exit 0 when the scan completed, even if files were skipped; 2 on a bad folder.
+to stderr. Exit 0 when the scan completed, even if files were skipped; 2 on a bad folder. What a
+file's status, family and copies are is decided by the library service and the catalog; this
+module only lays them out.
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ import json
 import os
 import sys
 import unicodedata
-from pathlib import Path
 
+from gmi_desktop.cli.progress import ProgressLine, printable
 from gmi_desktop.core.errors import UserInputError
-from gmi_desktop.cli.progress import ScanProgress, printable
-from gmi_desktop.services.library import Library, ScanSummary, run
-from gmi_desktop.store import paths
-from gmi_desktop.store.catalog import Catalog, FileRecord
-from gmi_desktop.store.classify import FAMILY_NAMES
+from gmi_desktop.core.progress import run
+from gmi_desktop.services.library import Library, ScanSummary
+from gmi_desktop.store.catalog import Catalog, FileRecord, PruneResult
 from gmi_desktop.store.settings import load_settings
 
 NAME_WIDTH = 48
@@ -37,30 +38,14 @@ def register(subparsers) -> None:
                         help="after the scan, forget files that are gone and delete the specifications "
                              "that no remaining file needs")
     parser.set_defaults(func=main)
-
-
-def copies_of(groups: list[list[FileRecord]]) -> dict[str, int]:
-    """``sha256 -> copies`` for content held by two separate files or more. Hard links and
-    symbolic links to one file share its (device, inode): they are one copy on disk."""
-    counts = {group[0].sha256: len({r.key[:2] for r in group}) for group in groups}
-    return {sha: n for sha, n in counts.items() if n > 1}
-
-
-def status_text(record: FileRecord, duplicates: dict[str, int]) -> str:
-    if not record.reason or record.reason.startswith(f"{record.status}:"):
-        text = record.reason or record.status
-    else:
-        text = f"{record.status}: {record.reason}"
-    if record.sha256 and duplicates.get(record.sha256, 0) > 1 and record.status != "missing":
-        text += f" (duplicate, {duplicates[record.sha256]} copies)"
-    return text
-
-
-def family_text(record: FileRecord) -> str:
-    if not record.family:
-        return record.kind or "-"
-    name = FAMILY_NAMES.get(record.family, record.family)
-    return name if record.variant in (None, "normal") else f"{name} {record.variant}"
+    remove = subparsers.add_parser(
+        "remove-folder", help="stop scanning a library folder and forget its files",
+        description="Remove FOLDERs from the library: their files are forgotten (the files on disk "
+                    "are not touched). Specifications stay until --prune (here or with scan).")
+    remove.add_argument("folders", nargs="+", metavar="FOLDER", help="library folders to remove")
+    remove.add_argument("--prune", action="store_true",
+                        help="also delete the specifications that no remaining file needs")
+    remove.set_defaults(func=remove_main)
 
 
 def display_width(text: str) -> int:
@@ -80,11 +65,12 @@ def _fit(text: str, width: int) -> str:
     return text + "…"
 
 
-def render_table(records: list[FileRecord], duplicates: dict[str, int]) -> str:
+def render_table(records: list[FileRecord], copies: dict[str, int]) -> str:
     rows = [("NAME", "FAMILY", "AUTOV2", "STATUS")]
     for r in records:
         name = _fit(printable(r.name), NAME_WIDTH)
-        rows.append((name, printable(family_text(r)), r.autov2 or "-", printable(status_text(r, duplicates))))
+        status = r.status_text(copies.get(r.sha256, 0) if r.sha256 else 0)
+        rows.append((name, printable(r.kind_text), r.autov2 or "-", printable(status)))
     widths = [max(display_width(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         "  ".join(cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row[:3])) + "  " + row[3]
@@ -117,27 +103,19 @@ def to_json(records: list[FileRecord], duplicates: dict[str, int], summary: Scan
             "hashed": summary.hashed, "reused_hashes": summary.reused_hashes,
             "tombstoned": [os.fspath(p) for p in summary.tombstoned],
             "moved": [[os.fspath(a), os.fspath(b)] for a, b in summary.moved],
+            "offline": [os.fspath(p) for p in summary.offline],
+            "counts": {str(status): n for status, n in summary.counts.items()},
+            "problem_count": summary.problem_count,
         },
         "problems": [{"path": _valid_text(os.fspath(p.path)), "reason": p.reason} for p in summary.problems],
     }
 
 
-def delete_spec_files(spec_paths: list[str]) -> int:
-    """Delete pruned specification files, but only ours: files inside the app's specs folder."""
-    ours = paths.specs_dir().resolve()
-    deleted = 0
-    for name in spec_paths:
-        path = Path(name).resolve()
-        if path.parent != ours and ours not in path.parents:
-            continue
-        try:
-            path.unlink()
-            deleted += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            print(f"problem: {printable(os.fspath(path))}: cannot delete: {exc.strerror or exc}", file=sys.stderr)
-    return deleted
+def _print_prune(pruned: PruneResult) -> None:
+    for problem in pruned.problems:
+        print(f"problem: {printable(os.fspath(problem.path))}: {printable(problem.reason)}", file=sys.stderr)
+    print(f"pruned: {len(pruned.removed_files)} missing files forgotten, {pruned.deleted_specs} "
+          "specifications deleted", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -155,28 +133,43 @@ def main(args: argparse.Namespace) -> int:
             roots = catalog.roots()
         if not roots:
             raise UserInputError(None, "no library folders yet", "run: gmi-desktop scan FOLDER")
-        progress = ScanProgress(sys.stderr)
+        progress = ProgressLine(sys.stderr)
         try:
             summary = run(library.scan(roots, hashing=not args.no_hash), progress)
         finally:
             progress.close()
         pruned = library.prune() if args.prune else None
-        root_ids = {r.id for r in roots}
-        records = [r for r in catalog.files() if r.root_id in root_ids]
-        duplicates = copies_of(catalog.duplicates())
+        records = library.files(roots)
+        copies = catalog.copies()
     for problem in summary.problems:
         print(f"problem: {printable(os.fspath(problem.path))}: {printable(problem.reason)}", file=sys.stderr)
-    print(
-        f"{summary.seen} files: {summary.probed} new or changed, {summary.unchanged} unchanged, "
-        f"{summary.hashed} hashed, {len(summary.tombstoned)} gone, {len(summary.problems)} problems",
-        file=sys.stderr,
-    )
+    print(summary.describe(), file=sys.stderr)
     if pruned is not None:
-        deleted = delete_spec_files(pruned.removed_spec_paths)
-        print(f"pruned: {len(pruned.removed_files)} missing files forgotten, {deleted} specifications deleted",
-              file=sys.stderr)
+        _print_prune(pruned)
     if args.json:
-        print(json.dumps(to_json(records, duplicates, summary), indent=2, ensure_ascii=False))
+        print(json.dumps(to_json(records, copies, summary), indent=2, ensure_ascii=False))
     else:
-        print(render_table(records, duplicates))
+        print(render_table(records, copies))
+    return 0
+
+
+def remove_main(args: argparse.Namespace) -> int:
+    with Catalog() as catalog:
+        library = Library(catalog)
+        known = {os.fspath(r.path) for r in library.folders()}
+        unknown = [f for f in args.folders if os.path.normpath(os.path.abspath(os.path.expanduser(f))) not in known]
+        if unknown:  # nothing is removed unless every argument is a library folder
+            raise UserInputError(unknown[0], "not a library folder",
+                                 f"the library folders are: {', '.join(sorted(known)) or 'none'}")
+        for folder in args.folders:
+            library.remove_folder(folder)
+            print(f"removed library folder: {printable(folder)}", file=sys.stderr)
+        in_settings = {os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(f))))
+                       for f in load_settings().library_folders}
+        for folder in args.folders:
+            if os.path.normpath(os.path.abspath(os.path.expanduser(folder))) in in_settings:
+                print(f"note: {printable(folder)} is listed in the settings' library_folders; remove it "
+                      "there too, or the next scan adds it again", file=sys.stderr)
+        if args.prune:
+            _print_prune(library.prune())
     return 0

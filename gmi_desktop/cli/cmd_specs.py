@@ -12,6 +12,8 @@ import sys
 
 from gmi_desktop.cli.progress import printable
 from gmi_desktop.core.errors import UserInputError
+from gmi_desktop.engine.host import ModelHost
+from gmi_desktop.services.spec_models import list_models
 from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.settings import load_settings
@@ -33,11 +35,6 @@ def register(subparsers) -> None:
     imp.add_argument("pack", metavar="PACK", help="the pack file to read")
     imp.set_defaults(func=main_import)
     parser.set_defaults(func=lambda args: parser.print_help(sys.stderr) or 2)
-
-
-def encoder_id(settings) -> str:
-    """The feature space this installation encodes with (as ``ClipModel.encoder_id``)."""
-    return f"open_clip:{settings.clip_model}/{settings.clip_pretrained}"
 
 
 def main_export(args: argparse.Namespace) -> int:
@@ -69,7 +66,11 @@ def main_export(args: argparse.Namespace) -> int:
 
 def main_import(args: argparse.Namespace) -> int:
     settings = load_settings()
-    result = import_pack(args.pack, paths.specs_dir(), encoder_id=encoder_id(settings))
+    encoder = ModelHost(settings).encoder_id  # known without loading anything
+    store = paths.specs_dir()
+    with Catalog() as catalog:  # the recipe this installation builds for each library checkpoint
+        expected = {m.sha256: m.digest for m in list_models(catalog, settings, encoder, store) if m.sha256 and m.digest}
+    result = import_pack(args.pack, store, encoder_id=encoder, expected=expected)
     with Catalog() as catalog:
         for decision in result.of("imported"):
             sha = decision.spec.recipe.checkpoint_sha256

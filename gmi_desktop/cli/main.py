@@ -22,6 +22,9 @@ SUBCOMMANDS = (
     "gmi_desktop.cli.cmd_build_specs",
     "gmi_desktop.cli.cmd_identify",
     "gmi_desktop.cli.cmd_specs",
+    "gmi_desktop.cli.cmd_integrate",
+    "gmi_desktop.cli.cmd_watch",
+    "gmi_desktop.gui.command",  # the desktop app (a face of its own; imports nothing heavy)
 )
 
 

@@ -1,14 +1,16 @@
-"""Scan progress on stderr that a person can read.
+"""Progress of a long job (:class:`~gmi_desktop.core.progress.Progress` events) on stderr that a
+person can read.
 
 On a terminal, one status line rewritten in place (``\\r`` + clear-to-end, redrawn at most every
-``redraw_s``) and ended with a newline by :meth:`ScanProgress.close`::
+``redraw_s``) and ended with a newline by :meth:`ProgressLine.close`::
 
     hashing 1/2  realistic-sdxl.safetensors  3.1/6.9 GB  840 MB/s  ETA 5 s
 
 Anywhere else (CI logs, pipes) the same text as plain lines: per phase at most one every
 ``every_s`` seconds, plus the phase's final counts, so a 7 GB file does not fill a log with twenty
-``hashing 1/2`` lines. The rate is the phase's bytes so far over its time so far (whole files
-done plus the bytes of the current one); the ETA is the current file's.
+``hashing 1/2`` lines. A phase is an event's ``stage``. The rate is the phase's bytes so far over
+its time so far (whole files done plus the bytes of the current one); the ETA is the current
+file's. An event's ``message`` (a job's own rate or ETA) is shown after its counts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from gmi_desktop.services.library import ScanEvent
+from gmi_desktop.core.progress import Progress
 
 CLEAR_TO_END = "\x1b[K"
 _UNITS = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
@@ -74,8 +76,8 @@ def _shorten(name: str, room: int) -> str:
     return name[:head] + "…" + name[len(name) - (room - 1 - head):]
 
 
-class ScanProgress:
-    """Callable that renders :class:`ScanEvent`\\ s on ``stream``; call :meth:`close` at the end."""
+class ProgressLine:
+    """Callable that renders :class:`Progress` events on ``stream``; call :meth:`close` at the end."""
 
     def __init__(self, stream: TextIO, *, clock: Callable[[], float] = time.monotonic,
                  tty: bool | None = None, width: int | None = None, every_s: float = 5.0,
@@ -94,10 +96,10 @@ class ScanProgress:
         self.file_bytes = 0  # size of the current file
         self.bytes_before = 0  # bytes of the files done earlier in this phase
 
-    def __call__(self, event: ScanEvent) -> None:
+    def __call__(self, event: Progress) -> None:
         now = self.clock()
-        if event.phase != self.phase:
-            self.phase, self.phase_start, self.last_line_at = event.phase, now, now
+        if event.stage != self.phase:
+            self.phase, self.phase_start, self.last_line_at = event.stage, now, now
             self.file_key, self.file_bytes, self.bytes_before = None, 0, 0
             forced = True
         else:
@@ -120,8 +122,8 @@ class ScanProgress:
             self.stream.flush()
             self.pending = False
 
-    def _track_file(self, event: ScanEvent) -> None:
-        key = (event.done, event.path)
+    def _track_file(self, event: Progress) -> None:
+        key = (event.done, event.item)
         if key != self.file_key:
             if self.file_key is not None and event.done > self.file_key[0]:
                 self.bytes_before += self.file_bytes  # the previous file was read to its end
@@ -136,25 +138,27 @@ class ScanProgress:
         self.stream.flush()
         self.pending = True
 
-    def rate(self, event: ScanEvent, now: float) -> float | None:
+    def rate(self, event: Progress, now: float) -> float | None:
         """Bytes per second over the phase so far; ``None`` before there is anything to go on."""
         elapsed = now - self.phase_start
         done = self.bytes_before + event.bytes_done
         return done / elapsed if elapsed > 0 and done > 0 else None
 
-    def status(self, event: ScanEvent, now: float) -> str:
+    def status(self, event: Progress, now: float) -> str:
         """The one-line status text for ``event`` at time ``now``."""
-        if not event.total or event.phase == "listing":
-            return f"{event.phase} {event.done} file{'' if event.done == 1 else 's'} found"
+        if event.stage == "listing":
+            return f"{event.stage} {event.done} file{'' if event.done == 1 else 's'} found"
+        if not event.total:
+            return f"{event.stage} {event.done}" + (f"  {printable(event.message)}" if event.message else "")
         if event.done == event.total:
-            text = f"{event.phase} {event.done}/{event.total}"
-            rate = self.rate(ScanEvent(event.phase, event.done, event.total), now)
-            if event.phase == "hashing" and rate:
+            text = f"{event.stage} {event.done}/{event.total}"
+            rate = self.rate(Progress(event.stage, event.done, event.total), now)
+            if event.stage == "hashing" and rate:
                 text += f"  {human_bytes(self.bytes_before)} in {human_duration(now - self.phase_start)}" \
                         f"  {human_bytes(rate)}/s"
             return text
-        number = event.done + 1 if event.phase == "hashing" else event.done
-        head = f"{event.phase} {number}/{event.total}"
+        number = event.done + 1 if event.stage == "hashing" else event.done
+        head = f"{event.stage} {number}/{event.total}"
         tail = ""
         if event.bytes_total:
             tail = f"  {bytes_of(event.bytes_done, event.bytes_total)}"
@@ -162,9 +166,11 @@ class ScanProgress:
             if rate:
                 left = (event.bytes_total - event.bytes_done) / rate
                 tail += f"  {human_bytes(rate)}/s  ETA {human_duration(left)}"
-        if event.path is None:
+        if event.message:
+            tail += f"  {printable(event.message)}"
+        if not event.item:
             return head + tail
-        name = printable(event.path.name)
+        name = printable(os.path.basename(event.item) or event.item)
         room = self._columns() - 1 - len(head) - len(tail) - 2 if self.tty else len(name)
         return f"{head}  {_shorten(name, max(room, 12))}{tail}"
 

@@ -112,3 +112,10 @@ class CatalogError(UserInputError):
     """The model catalog (SQLite) cannot be used: written by a newer version, or damaged."""
 
     default_hint = "update GMI Desktop, or point GMI_DATA_DIR at another folder"
+
+
+class UnreadableFile(UserInputError):
+    """A file the operating system will not give us (vanished, permission denied, I/O error), or
+    one whose library folder is not reachable (an unplugged drive)."""
+
+    default_hint = "check that the file exists and that you may read it"

@@ -24,7 +24,7 @@ import numpy as np
 
 from gmi_desktop.core.errors import CorruptWeights, OutOfMemory
 from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel
-from gmi_desktop.engine.device import DeviceChoice, choose_device
+from gmi_desktop.engine.device import DeviceChoice, choose_device, device_error, is_device_error, is_out_of_memory
 from gmi_desktop.engine.weights import ResolvedWeights, clip_source, resolve_clip, weights_fingerprint
 
 
@@ -80,7 +80,9 @@ class ClipModel:
                 check_cancel(cancel, "encoding cancelled")
                 try:
                     feats = encode(items[start:start + size]).float()
-                except torch.cuda.OutOfMemoryError:
+                except RuntimeError as exc:  # out of memory on CUDA or MPS: a smaller batch
+                    if not is_out_of_memory(exc):
+                        raise
                     release_memory()
                     if size == 1:
                         raise OutOfMemory(f"encoding with {self.encoder_id}", tried) from None
@@ -152,9 +154,9 @@ def _build(model: str, pretrained: str, weights: ResolvedWeights, device: Device
             force_quick_gelu=src.quick_gelu, image_mean=pre.get("mean"), image_std=pre.get("std"),
             image_interpolation=pre.get("interpolation"), image_resize_mode=pre.get("resize_mode"),
             pretrained_text=False, require_pretrained=True)
-    except torch.cuda.OutOfMemoryError:
-        raise OutOfMemory(f"loading {weights.what}", []) from None
     except Exception as exc:  # untrusted file: the unpicklers raise anything (IndexError, TypeError, ...)
+        if is_device_error(exc):  # out of memory, or the GPU/driver failing: not the file
+            raise device_error(exc, f"loading {weights.what}") from exc
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CorruptWeights(weights.path, f"cannot load {weights.what} from this file: {first}") from exc
     module.eval()

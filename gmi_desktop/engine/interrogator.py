@@ -108,16 +108,17 @@ def load_caption_model_for(settings: Any, progress: ProgressSink | None = None) 
 
 
 def _build_caption(repo_id: str, weights: ResolvedWeights, device: DeviceChoice) -> CaptionModel:
-    import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     try:
         with quiet_loading():
             model = BlipForConditionalGeneration.from_pretrained(weights.path, dtype=device.dtype, local_files_only=True)
             processor = BlipProcessor.from_pretrained(weights.path, local_files_only=True)
-    except torch.cuda.OutOfMemoryError:
-        raise OutOfMemory(f"loading {weights.what}", []) from None
     except Exception as exc:  # untrusted files: loaders raise anything on broken data
+        from gmi_desktop.engine.device import device_error, is_device_error
+
+        if is_device_error(exc):  # out of memory, or the GPU/driver failing: not the files
+            raise device_error(exc, f"loading {weights.what}") from exc
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CorruptWeights(weights.path, f"cannot load {weights.what} from this folder: {first}") from exc
     model.eval().to(device.device)
@@ -262,9 +263,11 @@ class Interrogator:
             try:
                 with self.clip.lock, _library_warnings(), torch.inference_mode():
                     return str(getattr(ci, fn)(*args, **kwargs)).strip()
-            except torch.cuda.OutOfMemoryError:
-                from gmi_desktop.engine.device import release_memory
+            except RuntimeError as exc:  # out of memory on CUDA or MPS
+                from gmi_desktop.engine.device import is_out_of_memory, release_memory
 
+                if not is_out_of_memory(exc):
+                    raise
                 release_memory()
                 what = "interrogating an image" + ("" if self.low_vram else " (low_vram = true may help)")
                 raise OutOfMemory(what, ["low_vram"] if self.low_vram else []) from None

@@ -9,8 +9,21 @@
 The family (``sd1``/``sd2``/``sdxl``/``sdxl_refiner``) and variant come from the caller (the header
 probe). Before diffusers sees the file, its safetensors header is checked against that family, so a
 truncated or garbage file is a :class:`CorruptCheckpoint`, a LoRA/VAE a :class:`NotACheckpoint`, an
-SD 1.x file loaded as SDXL an :class:`UnsupportedCheckpoint` — never a raw exception. No safety
-checker is ever loaded or downloaded.
+SD 1.x file loaded as SDXL an :class:`UnsupportedCheckpoint` — never a raw exception (diffusers'
+``SingleFileComponentError`` included). A CUDA or driver failure is never reported as a damaged
+file (:func:`~gmi_desktop.engine.device.is_device_error`).
+
+What the probe calls loadable loads:
+
+* SD 1.x files with the old text-encoder key layout (``cond_stage_model.transformer.embeddings.*``,
+  no ``text_model.``; AUTOMATIC1111 remaps them) get their text encoder built here from the file
+  and handed to diffusers, which would otherwise refuse the file.
+* SDXL files marked ``v_pred`` load with the SDXL v-prediction config, and ``ztsnr`` adds
+  zero-terminal-SNR rescaling (``rescale_betas_zero_snr``, trailing timesteps) to the scheduler.
+* Diffusers folders holding only ``*.fp16.safetensors`` weights load with ``variant="fp16"``.
+
+No safety checker is ever loaded or downloaded, and SDXL's invisible watermark is never added (it
+would make the same recipe give different pixels on machines that happen to have the package).
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import (
-    CorruptCheckpoint, IncompleteFile, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
+    CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint,
 )
 from gmi_desktop.engine.quiet import quiet_loading
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
@@ -30,6 +43,7 @@ from gmi_desktop.store.classify import (
 )
 from gmi_desktop.store.probe import probe_header
 
+OLD_SD1_TEXT = TE_SD + "transformer.embeddings.token_embedding.weight"  # pre-"text_model." layout
 TEXT_KEYS = {  # one tensor every checkpoint of the family has, per text tower
     "sd1": (TE_SD + "transformer.text_model.embeddings.token_embedding.weight",),
     "sd2": (TE_SD + "model.token_embedding.weight",),
@@ -53,15 +67,7 @@ def read_safetensors_header(path: Path) -> Shapes:
     """
     result, header = probe_header(path)
     if header is None:
-        error = result.error() or CorruptCheckpoint(path, "not a safetensors file")
-        if result.status == "invalid" and not result.tensor_count:
-            error = CorruptCheckpoint(path, f"not a safetensors file ({result.reason})")
-        elif result.status == "incomplete":
-            error = IncompleteFile(path, result.reason, "wait until the copy or download finishes; "
-                                                        "if the file stays this size, re-download it")
-        elif result.status == "unreadable":
-            error = UserInputError(path, f"cannot read the file: {result.reason}")
-        raise error
+        raise result.error() or CorruptCheckpoint(path, "not a safetensors file")
     if header.problems:
         raise CorruptCheckpoint(path, "; ".join(header.problems))
     return header.tensors
@@ -78,7 +84,8 @@ def check_family(path: Path, tensors: Shapes, family: str, unet_config: dict[str
         raise NotACheckpoint(path, f"no Stable Diffusion UNet in this file{what}",
                              "pick a full Stable Diffusion checkpoint")
     name = FAMILY_NAMES[family]
-    missing = [key for key in TEXT_KEYS[family] if key not in tensors]
+    missing = [key for key in TEXT_KEYS[family] if key not in tensors
+               and not (family == "sd1" and OLD_SD1_TEXT in tensors)]
     if missing:
         others = [FAMILY_NAMES[f] for f, keys in TEXT_KEYS.items() if all(k in tensors for k in keys)]
         looks = f"looks like {others[0]}, " if others else ""
@@ -125,8 +132,11 @@ def _pipeline_class(name: str, where: Path) -> Any:
     return getattr(diffusers, name)
 
 
-def _no_safety_checker(cls: Any) -> dict[str, Any]:
-    return {} if "XL" in cls.__name__ else {"safety_checker": None, "requires_safety_checker": False}
+def _no_extras(cls: Any) -> dict[str, Any]:
+    """No safety checker (SD) and no invisible watermark (SDXL) whatever is installed."""
+    if "XL" in cls.__name__:
+        return {"add_watermarker": False}
+    return {"safety_checker": None, "requires_safety_checker": False}
 
 
 _LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError,
@@ -134,9 +144,46 @@ _LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeErr
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
     from safetensors import SafetensorError
 
-    return (*_LOAD_ERRORS, SafetensorError)
+    return (*_LOAD_ERRORS, SafetensorError, SingleFileComponentError)
+
+
+def _load_failure(exc: BaseException, path: Path, what: str) -> Exception:
+    """The typed error for a failed load: a GPU/driver failure says so; anything else is the file."""
+    from gmi_desktop.engine.device import device_error, is_device_error
+
+    if is_device_error(exc):
+        return device_error(exc, f"loading {path.name}")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CorruptCheckpoint(path, f"{what}: {text}")
+
+
+def _read_json(path: Path, what: str, error: type[UserInputError] = UserInputError) -> dict[str, Any]:
+    """A JSON config as a dict, or a typed error naming it (never a raw OSError/JSONDecodeError)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(path, f"{what} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(path, f"{what} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(path, f"{what} is not a JSON object")
+    return data
+
+
+_SHIPPED_HINT = "reinstall GMI Desktop, or set GMI_RESOURCES_DIR to a complete copy of its resources/ folder"
+
+
+def _shipped_config(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``model_index.json`` and the UNet config of a config folder, typed errors when broken."""
+    try:
+        index = _read_json(folder / "model_index.json", "the pipeline config (model_index.json)")
+        unet = _read_json(folder / "unet" / "config.json", "the UNet config")
+    except UserInputError as exc:
+        raise UserInputError(exc.path, exc.reason, _SHIPPED_HINT) from None
+    return index, unet
 
 
 def _dtype_arg(dtype: Any) -> Any:
@@ -157,9 +204,47 @@ def _check_loaded(pipe: Any, path: Path, dtype: Any) -> None:
             module.to(dtype)
 
 
+def header_markers(tensors: Shapes) -> tuple[str | None, bool]:
+    """``(prediction_type, zero_terminal_snr)`` as the file's marker keys say: ComfyUI-style
+    ``v_pred`` (v-prediction) and ``ztsnr`` (zero terminal SNR) empty tensors."""
+    return ("v_prediction" if "v_pred" in tensors else None), "ztsnr" in tensors
+
+
+def _old_layout_text_encoder(path: Path, folder: Path, dtype: Any) -> Any:
+    """The SD 1.x CLIP text encoder of a file in the old key layout, as AUTOMATIC1111 remaps it."""
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    prefix = TE_SD + "transformer."
+    state = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            if key.startswith(prefix):
+                state[key[len(prefix):].removeprefix("text_model.")] = handle.get_tensor(key)
+    config = CLIPTextConfig.from_pretrained(str(folder / "text_encoder"), local_files_only=True)
+    model = CLIPTextModel(config)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing:
+        raise CorruptCheckpoint(path, f"text_encoder weights are missing from the file (e.g. {missing[0]})")
+    return model.to(dtype=dtype or model.dtype).eval()
+
+
+def _zero_terminal_snr(scheduler: Any, path: Path) -> Any:
+    cls = type(scheduler)
+    if not _accepts(cls, "rescale_betas_zero_snr"):
+        raise UnsupportedCheckpoint(path, f"zero-terminal-SNR checkpoint: scheduler {cls.__name__} cannot rescale "
+                                          "to zero terminal SNR", "use the euler, dpmpp_2m, ddim or unipc scheduler")
+    return cls.from_config(scheduler.config, rescale_betas_zero_snr=True, timestep_spacing="trailing")
+
+
 def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype: Any = None,
                      config_dir: Path | None = None, prediction_type: str | None = None) -> Any:
-    """A diffusers pipeline from one original-layout ``.safetensors`` checkpoint, on the CPU."""
+    """A diffusers pipeline from one original-layout ``.safetensors`` checkpoint, on the CPU.
+
+    ``prediction_type`` is what the caller knows (the probe's finding, a remembered verdict); the
+    file's own ``v_pred`` marker wins for SDXL.
+    """
     if family not in FAMILIES or variant not in VARIANTS:
         raise UnsupportedCheckpoint(path, f"unknown checkpoint kind {family}/{variant}")
     path = Path(path)
@@ -168,21 +253,44 @@ def load_single_file(path: Path, family: str, variant: str = "normal", *, dtype:
     if path.suffix.lower() != ".safetensors":
         raise UnsupportedCheckpoint(path, f"{path.suffix or 'extension-less'} checkpoints are not loaded",
                                     "pickle checkpoints (.ckpt/.pt) can run code; convert the file to .safetensors")
+    tensors = read_safetensors_header(path)
+    marked, ztsnr = header_markers(tensors)
+    prediction_type = marked or prediction_type
     folder = Path(config_dir) if config_dir is not None else shipped_config_dir(family, variant, prediction_type)
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    check_family(path, read_safetensors_header(path), family, unet_config)
-    cls = _pipeline_class(index["_class_name"], folder)
+    index, unet_config = _shipped_config(folder)
+    check_family(path, tensors, family, unet_config)
+    cls = _pipeline_class(str(index.get("_class_name")), folder)
+    parts: dict[str, Any] = {**_tokenizers_for(index, family), **_no_extras(cls)}
     try:
         with quiet_loading():
-            pipe = cls.from_single_file(
-                str(path), config=str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype),
-                **_tokenizers_for(index, family), **_no_safety_checker(cls),
-            )
+            if family == "sd1" and OLD_SD1_TEXT in tensors:
+                parts["text_encoder"] = _old_layout_text_encoder(path, folder, _dtype_arg(dtype))
+            pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                        torch_dtype=_dtype_arg(dtype), **parts)
     except _load_errors() as exc:
-        raise CorruptCheckpoint(path, f"cannot be loaded as {FAMILY_NAMES[family]} {variant}: {exc}") from exc
+        raise _load_failure(exc, path, f"cannot be loaded as {FAMILY_NAMES[family]} {variant}") from exc
     _check_loaded(pipe, path, dtype)
+    if prediction_type and pipe.scheduler.config.get("prediction_type") != prediction_type:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    if ztsnr:
+        pipe.scheduler = _zero_terminal_snr(pipe.scheduler, path)
     return pipe
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def folder_variant(folder: Path, index: dict[str, Any]) -> str | None:
+    """``"fp16"`` when some component of a diffusers folder has only ``*.fp16.*`` weights (diffusers
+    then needs ``variant="fp16"``; components with plain weights still load those), else None."""
+    for slot in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if (index.get(slot) or [None])[0] is None or not (folder / slot).is_dir():
+            continue
+        names = [p.name for p in (folder / slot).iterdir() if p.name.endswith(_WEIGHT_SUFFIXES) or ".index" in p.name]
+        plain = [n for n in names if ".fp16" not in n]
+        if not plain and any(".fp16" in n for n in names):
+            return "fp16"
+    return None
 
 
 def load_diffusers_folder(folder: Path, family: str | None = None, *, dtype: Any = None) -> Any:
@@ -194,19 +302,19 @@ def load_diffusers_folder(folder: Path, family: str | None = None, *, dtype: Any
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise NotACheckpoint(folder, "not a diffusers model folder (no model_index.json)")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpoint(folder, f"model_index.json is unreadable: {exc}") from None
+    index = _read_json(index_path, "model_index.json", CorruptCheckpoint)
     cls = _pipeline_class(str(index.get("_class_name")), folder)
     family = family or ("sdxl" if "XL" in cls.__name__ else "sd1")
     extra = {slot: tok for slot, tok in _tokenizers_for(index, family).items() if not (folder / slot).is_dir()}
+    variant = folder_variant(folder, index)
+    if variant:
+        extra["variant"] = variant
     try:
         with quiet_loading():
             pipe = cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=_dtype_arg(dtype), **extra,
-                                       **_no_safety_checker(cls))
+                                       **_no_extras(cls))
     except _load_errors() as exc:
-        raise CorruptCheckpoint(folder, f"diffusers folder cannot be loaded: {exc}") from exc
+        raise _load_failure(exc, folder, "diffusers folder cannot be loaded") from exc
     _check_loaded(pipe, folder, dtype)
     return pipe
 
@@ -235,4 +343,14 @@ def make_scheduler(name: str, base_config: Any) -> Any:
     if name not in _SCHEDULERS:
         raise SettingsError(None, f"unknown scheduler {name!r}", f"use one of {', '.join(SCHEDULER_NAMES)}")
     cls_name, extra = _SCHEDULERS[name]
-    return getattr(diffusers, cls_name).from_config(base_config, **extra)
+    cls = getattr(diffusers, cls_name)
+    if base_config.get("rescale_betas_zero_snr") and not _accepts(cls, "rescale_betas_zero_snr"):
+        raise SettingsError(None, f"the {name} scheduler cannot run a zero terminal SNR checkpoint",
+                            "use the euler, euler_a, dpmpp_2m, ddim or unipc scheduler")
+    return cls.from_config(base_config, **extra)
+
+
+def _accepts(cls: Any, argument: str) -> bool:
+    import inspect
+
+    return argument in inspect.signature(cls.__init__).parameters

@@ -39,6 +39,7 @@ from gmi_desktop.core.progress import CancelFn, Job, Progress, check_cancel
 from gmi_desktop.core.ranking import order_from_scores, ranks_from_scores
 from gmi_desktop.core.scores import downsample_pixels
 from gmi_desktop.core.spec import Requirement, Specification
+from gmi_desktop.engine.prompt_features import encode_prompts
 from gmi_desktop.services.identify_explain import closest_thumbnails, completeness
 from gmi_desktop.services.identify_match import evidence_by_sha, match_metadata
 from gmi_desktop.services.identify_types import Evidence, Identification, QueryImage, RankedModel
@@ -46,7 +47,7 @@ from gmi_desktop.store import paths
 from gmi_desktop.store.catalog import Catalog, FileRecord
 from gmi_desktop.store.images import load_image
 from gmi_desktop.store.metadata import read_metadata
-from gmi_desktop.store.specfile import SPEC_SUFFIX, SpecStore
+from gmi_desktop.store.specfile import SPEC_SUFFIX, SpecStore, load_spec
 
 __all__ = ["Evidence", "Identification", "Identifier", "QueryImage", "RankedModel", "METHODS"]
 
@@ -146,21 +147,18 @@ class Identifier:
             self._index_cache = (key, SpecIndex(library.specs, gamma=gamma))
         return self._index_cache[1]
 
-    def _spec_completeness(self, catalog: Catalog):
-        folder = self._folder()
+    @staticmethod
+    def _spec_completeness(catalog: Catalog):
+        """``sha256 -> completeness`` of the specification the catalog references (0 without one)."""
 
         def lookup(sha: str | None) -> float:
-            if not sha or not folder.is_dir():
+            ref = catalog.spec_ref(sha) if sha else None
+            if not ref:
                 return 0.0
-            ref = catalog.spec_ref(sha)
-            if ref and Path(ref).is_file() and Path(ref).suffix == SPEC_SUFFIX:
-                try:
-                    from gmi_desktop.store.specfile import load_spec
-
-                    return completeness(load_spec(ref))
-                except UserInputError:
-                    return 0.0
-            return 0.0
+            try:
+                return completeness(load_spec(ref))
+            except UserInputError:
+                return 0.0
 
         return lookup
 
@@ -192,9 +190,10 @@ class Identifier:
             yield Progress("reading", i, len(paths_), item=path.name)
             metas.append(read_metadata(path))
             pictures.append(load_image(path))
+        encoder = getattr(self.host, "encoder_id", None)  # known without loading CLIP
         with self._open_catalog() as catalog:
             matches = match_metadata(metas, catalog, self._spec_completeness(catalog))
-            library = self._library(catalog)
+            library = self._library(catalog, encoder)
         prompts = [user_prompt or (m.prompt if m and m.prompt else "") for m in metas]
         sources = ["user" if user_prompt else ("metadata" if p else "") for p in prompts]
 
@@ -207,18 +206,18 @@ class Identifier:
                                   tuple(notes), state)
 
         if not library.specs:
-            return result(notes=(NO_SPECS,))
+            return result(notes=(_no_specs(encoder, library.encoders),))
         check_cancel(cancel)
         yield Progress("loading", item="CLIP", message="loading the CLIP image encoder")
         try:
             clip = self.host.clip()
         except WeightsUnavailable as exc:
             return result(missing=f"CLIP weights: {exc}")
-        with self._open_catalog() as catalog:
-            library = self._library(catalog, clip.encoder_id)
-        if not library.specs:
-            return result(notes=(f"no specification was made with {clip.encoder_id} (they use "
-                                 f"{', '.join(sorted(library.encoders))}); rebuild them with this encoder",))
+        if clip.encoder_id != encoder:
+            with self._open_catalog() as catalog:
+                library = self._library(catalog, clip.encoder_id)
+            if not library.specs:
+                return result(notes=(_no_specs(clip.encoder_id, library.encoders),))
         check_cancel(cancel)
         yield Progress("encoding", 0, len(pictures), message="encoding the query images")
         features = clip.encode_images(pictures)
@@ -280,19 +279,25 @@ class Identifier:
         if text:
             feature = state.text_cache.get(text)
             if feature is None:
-                feature = state.text_cache[text] = self.host.clip().encode_texts([text])
+                feature = state.text_cache[text] = encode_prompts(self.host.clip(), [text])
             prompt_features = np.repeat(feature, len(state.base_prompts), axis=0)
             shown, source = text, "user"
         else:
             prompt_features = state.base_features
             shown = state.base_prompts[0]
             source = "interrogator" if "interrogator" in state.base_sources else state.base_sources[0]
-        notes = identification.notes
         if prompt_features is None and method in NEEDS_PROMPT:
             method = "rkme_clip"
         ranking = _rank(state, method, prompt_features)
         return replace(identification, pseudo_prompt=shown, prompt_source=source, method=method,
-                       ranking=tuple(ranking), notes=notes)
+                       ranking=tuple(ranking))
+
+
+def _no_specs(encoder: str | None, encoders: set[str]) -> str:
+    if not encoders:
+        return NO_SPECS
+    return (f"no specification was made with {encoder} (the library's use {', '.join(sorted(encoders))}); "
+            "rebuild them with `gmi-desktop build-specs` or switch clip_model back")
 
 
 def _pixel_features(specs: Sequence[Specification], pictures: Sequence[Any]) -> np.ndarray | None:

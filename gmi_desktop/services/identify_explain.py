@@ -1,14 +1,14 @@
 """What a ranked model shows beside its score: how complete its specification is, and which of
 its specification images are closest to the query.
 
-- **Completeness** = images in the specification / images of the full prompt set. The spec
-  builder records the full count in the recipe's ``generation["images_total"]``; a coarse
-  (first-pass) specification holds fewer images and is partial. Without that entry a
-  specification is taken as complete.
+- **Completeness** = images in the specification / images of its full prompt set. The spec
+  builder records the full set's size in the recipe (``generation["prompts_total"]`` x
+  ``images_per_prompt``); a coarse (first-pass) specification holds a subset and is partial. A
+  specification without that entry (made elsewhere) counts as complete.
 - **Closest images**: the specification rows with the largest mean cosine to the query images
-  (features are unit-norm, so this is the RBF kernel's order). Their thumbnails live beside the
-  spec file in ``<spec file name without .safetensors>.thumbs/<row>.<ext>`` (row = the image's
-  index in the specification, 4 digits); rows without a thumbnail are skipped.
+  (features are unit-norm, so this is the RBF kernel's order), shown by the thumbnails the
+  builder keeps beside the specification (:func:`gmi_desktop.store.spec_state.thumbnail_paths`);
+  rows without a thumbnail (an imported specification) are skipped.
 """
 
 from __future__ import annotations
@@ -18,32 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from gmi_desktop.core.spec import Specification
+from gmi_desktop.store.spec_state import thumbnail_paths
 
-THUMB_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg")
 CLOSEST = 3
 
 
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def completeness(spec: Specification) -> float:
-    total = spec.recipe.generation.get("images_total")
-    if isinstance(total, bool) or not isinstance(total, (int, float)) or total <= 0:
+    generation = spec.recipe.generation
+    prompts = _count(generation.get("prompts_total"))
+    if prompts is None:
         return 1.0
-    return float(min(1.0, spec.n_images / float(total)))
-
-
-def thumbs_dir(spec_path: Path) -> Path:
-    return spec_path.with_name(spec_path.name.removesuffix(".safetensors") + ".thumbs")
-
-
-def thumbnails(spec_path: Path) -> dict[int, Path]:
-    """``row -> thumbnail file`` for the thumbnails kept beside ``spec_path``."""
-    folder = thumbs_dir(spec_path)
-    if not folder.is_dir():
-        return {}
-    found: dict[int, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in THUMB_SUFFIXES and path.stem.isdigit() and path.is_file():
-            found.setdefault(int(path.stem), path)
-    return found
+    total = prompts * (_count(generation.get("images_per_prompt")) or 1)
+    return float(min(1.0, spec.n_images / total))
 
 
 def closest_rows(spec: Specification, query: np.ndarray) -> np.ndarray:
@@ -57,8 +47,8 @@ def closest_thumbnails(spec: Specification, spec_path: Path | None, query: np.nd
                        count: int = CLOSEST) -> tuple[Path, ...]:
     if spec_path is None:
         return ()
-    thumbs = thumbnails(spec_path)
-    if not thumbs:
+    thumbs = thumbnail_paths(spec_path, spec)
+    if len(thumbs) != spec.n_images:
         return ()
-    picked = [thumbs[int(r)] for r in closest_rows(spec, query) if int(r) in thumbs]
+    picked = [thumbs[int(r)] for r in closest_rows(spec, query) if thumbs[int(r)].is_file()]
     return tuple(picked[:count])

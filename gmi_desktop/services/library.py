@@ -1,17 +1,21 @@
 """The model library: library folders, scanning into the catalog, hashing, pruning.
 
-Scanning and hashing are *generator functions* in the superqt style: each ``yield`` hands out a
-:class:`ScanEvent` (progress, and the point where a worker may pause or cancel), and the
-generator's return value is the summary. :func:`run` drives one to completion without Qt.
+Scanning and hashing are *generator functions* (the one protocol of :mod:`gmi_desktop.core.progress`):
+each ``yield`` hands out a :class:`~gmi_desktop.core.progress.Progress` (stage "listing", "probing"
+or "hashing"; ``item`` the file; bytes while hashing) and is the point where a worker may pause, a
+``cancel`` callable is checked between steps, and the generator's return value is the
+:class:`ScanSummary`. :func:`~gmi_desktop.core.progress.run` drives one to completion without Qt.
 
 A scan is mark-and-sweep on the stat key ``(device, inode, size, mtime_ns)``:
 
-1. *list*: walk the folders, stat every model file (no file is opened);
+1. *list*: walk the folders, stat every model file (no file is opened); a library folder that is
+   absent (an unplugged drive) is marked offline: its files are kept and read as ``offline``;
 2. *classify*: a file whose key equals the catalog's is unchanged and only marked seen; a new or
    changed file (or one whose sidecars changed: a ``.civitai.info`` or preview added) gets the
-   header probe (the header bytes only) and its sidecars, and its hash is reset to
-   pending; a new path with the key of an already-hashed file (a rename on the same disk, or a hard
-   link) reuses that hash without reading;
+   header probe (the header bytes only), its sidecars and the still-being-written check
+   (:mod:`~gmi_desktop.services.library_read`), and its hash is reset to pending; a new path with
+   the key of an already-hashed file (a rename on the same disk, or a hard link) reuses that hash
+   without reading;
 3. *sweep*: files of the scanned roots not seen are tombstoned (status ``missing``), except under
    folders that could not be read; a tombstone whose content reappeared elsewhere is dropped (a
    move; the specification is keyed by the content hash and stays);
@@ -24,13 +28,22 @@ A batch never stops on one bad file: it is recorded with a status and reason, an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
 
-from gmi_desktop.core.errors import Cancelled, IncompleteFile, UserInputError
-from gmi_desktop.services.library_read import default_workers, read_many
+from gmi_desktop.core.checkpoint_kinds import UNREADABLE, Status
+from gmi_desktop.core.errors import IncompleteFile, UserInputError
+from gmi_desktop.core.progress import CancelFn, Progress, check_cancel, run
+from gmi_desktop.services.library_read import (
+    STILL_WRITTEN,
+    VANISHED,
+    default_workers,
+    facts_from,
+    read_many,
+    recently_modified,
+    still_written,
+)
 from gmi_desktop.services.library_walk import (
     MODEL_SUFFIXES,
     NOT_TEXT,
@@ -43,34 +56,26 @@ from gmi_desktop.services.library_walk import (
     sidecar_signature,
     walk,
 )
-from gmi_desktop.store.catalog import Catalog, FileFacts, PruneResult, Root
+from gmi_desktop.store import paths
+from gmi_desktop.store.catalog import Catalog, FileFacts, FileRecord, PruneResult, Root
 from gmi_desktop.store.hashing import iter_hash_file, stat_key
-from gmi_desktop.store.probe import ProbeResult, probe
-from gmi_desktop.store.sidecars import SidecarInfo, read_sidecars
+from gmi_desktop.store.probe import UNREADABLE_PREFIX, probe
+from gmi_desktop.store.sidecars import read_sidecars
 
-STATUS_OF_PROBE = {"ok": "ok", "not_checkpoint": "skipped", "unsupported": "unsupported", "invalid": "invalid",
-                   "incomplete": "incomplete", "unreadable": "skipped"}
-UNREADABLE_PREFIX = "unreadable: "  # re-probed on every scan (a chmod does not change the stat key)
+__all__ = ["Library", "ScanSummary", "Problem", "run"]
+
 BATCH = 256
 CHANGED_SINCE_SCAN = "changed since it was scanned (still being written?); the next scan reads it again"
 HASH_EVENT_BYTES = 64 * 1024 * 1024  # a hashing event (progress, pause/cancel point) at least this often
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ScanEvent:
-    """Progress: ``phase`` is "listing", "probing" or "hashing"; ``total`` 0 when unknown."""
-
-    phase: str
-    done: int
-    total: int
-    path: Path | None = None
-    bytes_done: int = 0  # hashing: bytes of the current file read so far
-    bytes_total: int = 0  # hashing: size of the current file (already on the event that starts it)
+NEEDS_ATTENTION = (Status.INVALID, Status.UNSUPPORTED, Status.INCOMPLETE)  # counted as problems
 
 
 @dataclass
 class ScanSummary:
+    """What one scan (or refresh, or hashing pass) did. ``tombstoned`` holds the files that are
+    gone, not those that moved (``moved``: ``(old, new)``); ``offline`` the library folders that
+    could not be reached; ``counts`` the statuses of the scanned folders' files afterwards."""
+
     roots: list[Path] = field(default_factory=list)
     folders: list[tuple[Path, str]] = field(default_factory=list)  # (folder scanned, layout)
     seen: int = 0
@@ -81,37 +86,49 @@ class ScanSummary:
     tombstoned: list[Path] = field(default_factory=list)
     moved: list[tuple[Path, Path]] = field(default_factory=list)
     vanished: list[Path] = field(default_factory=list)
+    offline: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    counts: dict[Status, int] = field(default_factory=dict)
+    needs_attention: list[Path] = field(default_factory=list)  # invalid, unsupported or incomplete files
+
+    @property
+    def problem_count(self) -> int:
+        """Problems reported on the way plus the files that need the user's attention and were
+        not among them."""
+        flagged = {p.path for p in self.problems}
+        return len(self.problems) + sum(1 for p in self.needs_attention if p not in flagged)
+
+    def describe(self) -> str:
+        """The one-line account of the scan, in the status words the table uses."""
+        parts = [f"{self.seen} files: {self.probed} new or changed, {self.unchanged} unchanged, {self.hashed} hashed"]
+        by_status = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+        if by_status:
+            parts.append(by_status)
+        parts.append(f"{len(self.tombstoned)} gone, {len(self.moved)} moved")
+        if self.offline:
+            parts.append(f"{len(self.offline)} library folder{'s' if len(self.offline) != 1 else ''} offline")
+        parts.append(f"{self.problem_count} problem{'' if self.problem_count == 1 else 's'}")
+        return "; ".join(parts)
 
 
-def run(gen: Generator[Any, None, T], on_event: Callable[[Any], None] | None = None) -> T:
-    """Drive a progress generator to its end and return its return value."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_event is not None:
-            on_event(event)
-
-
-def _every(steps: Generator[tuple[int, int], None, T], every: int,
-           make: Callable[[int, int], ScanEvent]) -> Generator[ScanEvent, None, T]:
-    """Re-yield ``(done, total)`` byte progress as events, one per ``every`` bytes."""
+def _every(steps: Generator[Progress, None, object], every: int, make) -> Generator[Progress, None, object]:
+    """Re-yield a hash's byte progress as scan events, one per ``every`` bytes."""
     mark = every
     while True:
         try:
-            done, total = next(steps)
+            step = next(steps)
         except StopIteration as stop:
             return stop.value
-        if done >= mark:
-            mark = done + every
-            yield make(done, total)
+        if step.bytes_done >= mark:
+            mark = step.bytes_done + every
+            yield make(step.bytes_done, step.bytes_total)
 
 
-def _check(cancel: Callable[[], bool] | None) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled("scan cancelled")
+def _recheck(row) -> bool:
+    """Files read again by every scan even when their key did not change: unreadable ones (a chmod
+    does not change the key) and ones that looked still written (a download may finish in place)."""
+    return (row.kind == UNREADABLE or row.reason.startswith(UNREADABLE_PREFIX)  # the latter: catalogs before v4
+            or (row.status == Status.INCOMPLETE and row.reason.startswith(STILL_WRITTEN)))
 
 
 class Library:
@@ -120,8 +137,7 @@ class Library:
     :func:`iter_hash_file`); tests wrap them to count reads. New and changed
     files are read in ``workers`` processes once there are ``parallel_min`` of them."""
 
-    def __init__(self, catalog: Catalog, *, probe_fn: Callable[[Path], ProbeResult] = probe,
-                 hash_fn: Callable[..., Any] = iter_hash_file, sidecars_fn: Callable[..., Any] = read_sidecars,
+    def __init__(self, catalog: Catalog, *, probe_fn=probe, hash_fn=iter_hash_file, sidecars_fn=read_sidecars,
                  workers: int | None = None, parallel_min: int = 200):
         self.catalog = catalog
         self.workers = default_workers() if workers is None else workers
@@ -142,18 +158,32 @@ class Library:
         return self.catalog.add_root(folder)
 
     def remove_folder(self, path: str | os.PathLike[str]) -> bool:
+        """Forget a library folder and its files (content hashes and specifications stay until
+        :meth:`prune`); ``False`` when it was not a library folder."""
         return self.catalog.remove_root(path)
 
     def folders(self) -> list[Root]:
         return self.catalog.roots()
 
-    def prune(self) -> PruneResult:
-        """Forget tombstoned files and the specification references no present file needs."""
-        return self.catalog.prune()
+    def files(self, roots: Iterable[Root] | None = None) -> list[FileRecord]:
+        """The catalogued files of ``roots`` (default: every library folder), by path."""
+        if roots is None:
+            return self.catalog.files()
+        ids = {r.id for r in roots}
+        return [r for r in self.catalog.files() if r.root_id in ids]
+
+    def prune(self, *, delete_specs: bool = True) -> PruneResult:
+        """Forget tombstoned files and the specification references no present file needs; with
+        ``delete_specs``, delete those specification files too, but only inside our spec store."""
+        pruned = self.catalog.prune()
+        if not delete_specs:
+            return pruned
+        deleted, problems = delete_spec_files(pruned.removed_spec_paths)
+        return replace(pruned, deleted_specs=deleted, problems=problems)
 
     # -- scanning -------------------------------------------------------------------------------
     def scan(self, roots: Iterable[Root] | None = None, *, hashing: bool = True,
-             cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
+             cancel: CancelFn | None = None) -> Generator[Progress, None, ScanSummary]:
         """Scan ``roots`` (default: every library folder); see the module docstring."""
         roots = list(dict.fromkeys(self.catalog.roots() if roots is None else roots))  # each once
         summary = ScanSummary(roots=[r.path for r in roots])
@@ -161,12 +191,14 @@ class Library:
         report = WalkReport()
         visited: dict[tuple[int, int], Path] = {}
         found: list[tuple[Candidate, int]] = []
-        absent_roots: list[Path] = []
         tops: list[tuple[Path, int]] = []
         for root in roots:
-            if not root.path.is_dir():
-                report.problems.append(Problem(root.path, "library folder not found (unplugged drive?)"))
-                absent_roots.append(root.path)
+            reachable = root.path.is_dir()
+            self.catalog.set_offline(root.id, not reachable)
+            if not reachable:
+                report.problems.append(Problem(root.path, "library folder not found (unplugged drive?); "
+                                                          "its files are kept and shown offline"))
+                summary.offline.append(root.path)
                 continue
             for folder, layout in checkpoint_dirs(root.path):
                 summary.folders.append((folder, layout))
@@ -179,21 +211,23 @@ class Library:
             for candidate in walk(top, report, visited, met):
                 found.append((candidate, root_id))
                 if len(found) % 1000 == 0:
-                    _check(cancel)
-                    yield ScanEvent("listing", len(found), 0, candidate.path)
+                    check_cancel(cancel, "scan cancelled")
+                    yield Progress("listing", len(found), 0, os.fspath(candidate.path))
             links += [(link, root_id) for link in met]
-        yield ScanEvent("listing", len(found), len(found))
+        yield Progress("listing", len(found), len(found))
         summary.seen = len(found)
 
         yield from self._update(found, generation, summary, cancel)
 
-        skip = [*report.unreadable, *absent_roots]
-        stale = self.catalog.unseen(generation, [r.id for r in roots])
+        skip = [*report.unreadable, *summary.offline]
+        stale = self.catalog.unseen(generation, [r.id for r in roots if r.path not in summary.offline])
         gone = [(i, p) for i, p in stale if not any(p == s or s in p.parents for s in skip)]
-        return (yield from self._finish(summary, gone, report, hashing, cancel))
+        summary = yield from self._finish(summary, gone, report, hashing, cancel)
+        self._count(summary, roots)
+        return summary
 
     def refresh(self, paths: Iterable[str | os.PathLike[str]], *, hashing: bool = True,
-                cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
+                cancel: CancelFn | None = None) -> Generator[Progress, None, ScanSummary]:
         """Update just ``paths`` (files or folders inside the library folders; others are ignored):
         what exists is listed and classified like in :meth:`scan`, what is gone is tombstoned."""
         summary = ScanSummary()
@@ -221,7 +255,6 @@ class Library:
     def _finish(self, summary, gone, report, hashing, cancel):
         """Sweep: tombstone what is gone, collapse moves; then hash what is pending."""
         self.catalog.tombstone(i for i, _ in gone)
-        summary.tombstoned = [p for _, p in gone]
         summary.moved = self.catalog.collapse_moves()
         summary.problems = report.problems + summary.problems
         if hashing:
@@ -229,13 +262,22 @@ class Library:
             summary.hashed = hashed.hashed
             summary.moved += hashed.moved
             summary.problems += hashed.problems
+        moved_from = {old for old, _ in summary.moved}
+        summary.tombstoned = [p for _, p in gone if p not in moved_from]
         return summary
+
+    def _count(self, summary: ScanSummary, roots: list[Root]) -> None:
+        ids = [r.id for r in roots]
+        summary.counts = self.catalog.status_counts(ids)
+        summary.needs_attention = self.catalog.paths_with_status(NEEDS_ATTENTION, ids)
 
     def _candidates_at(self, path: Path, report: WalkReport) -> list[Candidate]:
         try:
             if path.is_dir():
                 if (path / "model_index.json").is_file():
                     return [Candidate(path, folder_key(path, os.stat(path)), True, sidecar_signature(path, True))]
+                if path.suffix.lower() in MODEL_SUFFIXES:
+                    return [Candidate(path, stat_key(os.stat(path)), True)]
                 return list(walk(path, report, {}))
             if path.suffix.lower() in MODEL_SUFFIXES and not path.name.startswith("._"):
                 return [Candidate(path, stat_key(os.stat(path)), False, sidecar_signature(path))]
@@ -252,8 +294,7 @@ class Library:
         for candidate, root_id in found:
             row = known.get(os.fspath(candidate.path))
             if (row is not None and row.key == candidate.key and row.sidecar_sig == candidate.sidecars
-                    and row.status != "missing"
-                    and not row.reason.startswith(UNREADABLE_PREFIX)):
+                    and row.status != Status.MISSING and not _recheck(row)):
                 unchanged.setdefault(root_id, []).append(row.id)
             else:
                 changed.append((candidate, root_id))
@@ -268,51 +309,62 @@ class Library:
                           workers=self.workers, parallel_min=self.parallel_min)
         try:
             for index, (candidate, root_id) in enumerate(changed):
-                _check(cancel)
-                result, info = next(reads)
-                facts = facts_from(candidate, result, info)
+                check_cancel(cancel, "scan cancelled")
+                read = next(reads)
+                facts = facts_from(candidate, read)
                 if facts is None:
                     summary.vanished.append(candidate.path)
-                    summary.problems.append(Problem(candidate.path, "vanished before it could be read"))
+                    summary.problems.append(Problem(candidate.path, VANISHED))
                     continue
+                info = read[1]
                 if info is not None:  # a sidecar that was ignored: the user may want to fix it
                     summary.problems += [Problem(candidate.path, text) for text in info.problems]
-                sha = by_key.get(candidate.key) if facts.status == "ok" and not candidate.is_folder else None
+                sha = by_key.get(candidate.key) if facts.status == Status.OK and not candidate.is_folder else None
                 summary.reused_hashes += sha is not None
                 batch.append((facts, root_id, sha))
                 summary.probed += 1
                 if len(batch) >= BATCH:
                     self.catalog.record_files(batch, generation)
                     batch = []
-                yield ScanEvent("probing", index + 1, len(changed), candidate.path)
+                yield Progress("probing", index + 1, len(changed), os.fspath(candidate.path))
         finally:
             reads.close()  # stops worker processes early on cancel
         self.catalog.record_files(batch, generation)
 
     # -- hashing --------------------------------------------------------------------------------
-    def hash_pending(self, *, cancel: Callable[[], bool] | None = None) -> Generator[ScanEvent, None, ScanSummary]:
+    def hash_pending(self, *, cancel: CancelFn | None = None) -> Generator[Progress, None, ScanSummary]:
         """Hash every usable checkpoint whose content hash is pending. A file whose stat key moved
         since it was probed, or that keeps changing while hashed, is marked ``incomplete`` (its new
-        key makes the next scan read it again); :class:`Cancelled` leaves nothing half-done."""
+        key makes the next scan read it again); so is one that now looks still written (checked
+        before hashing, and again after hashing a recently modified file).
+        :class:`~gmi_desktop.core.errors.Cancelled` leaves nothing half-done."""
         summary = ScanSummary()
         pending = self.catalog.pending_hashes()
         done_by_key: dict = {}  # hard links: one inode hashed once
         for index, record in enumerate(pending):
-            _check(cancel)
-            yield ScanEvent("hashing", index, len(pending), record.path, 0, record.size)
+            check_cancel(cancel, "scan cancelled")
+            item = os.fspath(record.path)
+            yield Progress("hashing", index, len(pending), item, 0, record.size)
             try:
                 if stat_key(os.stat(record.path)) != record.key:
-                    self.catalog.set_status(record.id, "incomplete", CHANGED_SINCE_SCAN)
-                    summary.problems.append(Problem(record.path, CHANGED_SINCE_SCAN))
+                    self._hold(record, CHANGED_SINCE_SCAN, summary)
+                    continue
+                writing = still_written(record.path, record.header_len, record.size)
+                if writing:
+                    self._hold(record, writing, summary)
                     continue
                 hashes = done_by_key.get(record.key)
                 if hashes is None:
                     steps = self._hash(record.path, tensor_offset=record.header_len or None, cancel=cancel)
-                    hashes = yield from _every(steps, HASH_EVENT_BYTES, lambda d, t: ScanEvent(
-                        "hashing", index, len(pending), record.path, d, t))
+                    hashes = yield from _every(steps, HASH_EVENT_BYTES, lambda d, t: Progress(
+                        "hashing", index, len(pending), item, d, t))
+                if recently_modified(record.key):  # may have been written to while we read it
+                    writing = still_written(record.path, record.header_len, record.size)
+                    if writing or stat_key(os.stat(record.path)) != record.key:
+                        self._hold(record, writing or CHANGED_SINCE_SCAN, summary)
+                        continue
             except IncompleteFile as exc:
-                self.catalog.set_status(record.id, "incomplete", exc.reason)
-                summary.problems.append(Problem(record.path, exc.reason))
+                self._hold(record, exc.reason, summary)
                 continue
             except OSError as exc:
                 summary.problems.append(Problem(record.path, f"cannot hash: {exc.strerror or exc}"))
@@ -321,30 +373,29 @@ class Library:
             if self.catalog.record_hashes(record.id, hashes):
                 summary.hashed += 1
         if pending:
-            yield ScanEvent("hashing", len(pending), len(pending))
+            yield Progress("hashing", len(pending), len(pending))
         summary.moved = self.catalog.collapse_moves()
         return summary
 
+    def _hold(self, record: FileRecord, reason: str, summary: ScanSummary) -> None:
+        self.catalog.set_status(record.id, Status.INCOMPLETE, reason)
+        summary.problems.append(Problem(record.path, reason))
 
-def facts_from(candidate: Candidate, result: ProbeResult, info: SidecarInfo | None) -> FileFacts | None:
-    """Catalog facts from a probe and the sidecars; ``None`` when the file vanished before being read."""
-    key = candidate.key
-    if result.status == "unreadable":
-        if not os.path.lexists(candidate.path):
-            return None
-        return FileFacts(os.fspath(candidate.path), key, "skipped", UNREADABLE_PREFIX + result.reason)
-    if not candidate.is_folder and (result.device, result.inode, result.size, result.mtime_ns) != key:
-        # Changed between listing and reading: still being written. Keep the listing key so the
-        # next scan sees a different key and reads it again.
-        return FileFacts(os.fspath(candidate.path), key, "incomplete",
-                         "the file changed while it was being read (still being copied?)",
-                         file_format=result.file_format)
-    return FileFacts(
-        path=os.fspath(candidate.path), key=key, status=STATUS_OF_PROBE.get(result.status, "invalid"),
-        reason=result.reason, file_format=result.file_format, family=result.family, variant=result.variant,
-        kind=result.kind, display_name=info.display_name if info else None,
-        base_model=info.base_model if info else None, download_count=info.download_count if info else None,
-        preview_path=os.fspath(info.preview_path) if info and info.preview_path else None,
-        metadata=dict(result.metadata), header_len=result.header_len, tensor_count=result.tensor_count,
-        sidecar_sig=candidate.sidecars,
-    )
+
+def delete_spec_files(spec_paths: list[str]) -> tuple[int, list[Problem]]:
+    """Delete pruned specification files, but only ours: files inside the app's specs folder.
+    Returns how many were deleted and what could not be."""
+    ours = paths.specs_dir().resolve()
+    deleted, problems = 0, []
+    for name in spec_paths:
+        path = Path(name).resolve()
+        if path.parent != ours and ours not in path.parents:
+            continue
+        try:
+            path.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(Problem(path, f"cannot delete: {exc.strerror or exc}"))
+    return deleted, problems

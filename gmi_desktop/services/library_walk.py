@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmi_desktop.store.hashing import StatKey, stat_key
+from gmi_desktop.store.probe import MODEL_SUFFIXES
 from gmi_desktop.store.sidecars import PREVIEW_EXTENSIONS
-
-# The suffixes of single-file models: safetensors, and pickles (listed as unsupported, never loaded).
-MODEL_SUFFIXES = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth"})
 
 # (UI name, checkpoint folder relative to the UI's root). A root that contains any of these is a
 # UI install: only its checkpoint folders are scanned, not its venv, outputs and LoRAs.
@@ -36,9 +34,12 @@ KNOWN_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Stability Matrix", ("Models", "StableDiffusion")),
     ("Stability Matrix", ("Data", "Models", "StableDiffusion")),
 )
-# Files other tools leave beside a model (see store/sidecars.py), longest ending first.
+# Files other tools leave beside a model (see store/sidecars.py, and a download manager's
+# in-progress marker), longest ending first.
 SIDECAR_ENDINGS = (".civitai.info", ".cm-info.json", ".preview.png", ".preview.jpg", ".preview.jpeg",
-                   ".preview.webp", ".png", ".jpg", ".jpeg", ".webp")
+                   ".preview.webp", ".aria2", ".png", ".jpg", ".jpeg", ".webp")
+# Files download managers keep beside a download until it is finished: "<file><marker>" (aria2).
+IN_PROGRESS_MARKERS = (".aria2",)
 INVOKEAI_MARKER = "invokeai.yaml"  # InvokeAI 4+ keeps every model under models/<id>/
 NOT_TEXT = "the name is not valid UTF-8 text; rename it"
 
@@ -85,10 +86,12 @@ def checkpoint_dirs(root: Path) -> list[tuple[Path, str]]:
 
 
 def sidecar_names(model_name: str, is_folder: bool = False) -> list[str]:
-    """The names :func:`gmi_desktop.store.sidecars.read_sidecars` looks for beside a model."""
+    """The names :func:`gmi_desktop.store.sidecars.read_sidecars` looks for beside a model, and a
+    download manager's in-progress marker (its coming or going makes the model be read again)."""
     stem = model_name if is_folder else os.path.splitext(model_name)[0]
-    return [f"{stem}.cm-info.json", f"{stem}.civitai.info",
-            *(f"{stem}.preview{ext}" for ext in PREVIEW_EXTENSIONS), *(f"{stem}{ext}" for ext in PREVIEW_EXTENSIONS)]
+    markers = [] if is_folder else [f"{model_name}{marker}" for marker in IN_PROGRESS_MARKERS]
+    return [f"{stem}.cm-info.json", f"{stem}.civitai.info", *(f"{stem}.preview{ext}" for ext in PREVIEW_EXTENSIONS),
+            *(f"{stem}{ext}" for ext in PREVIEW_EXTENSIONS), *markers]
 
 
 def _signature(parts: list[tuple[str, os.stat_result]]) -> str:
@@ -219,6 +222,9 @@ def walk(top: Path, report: WalkReport, visited: dict[tuple[int, int], Path],
                     if os.path.isfile(os.path.join(entry.path, "model_index.json")):
                         dst = _entry_stat(entry)
                         yield Candidate(path, folder_key(path, dst), True, _listed_signature(entry.name, True, listed))
+                    elif os.path.splitext(entry.name)[1].lower() in MODEL_SUFFIXES:
+                        # a folder named like a model file: listed (and skipped with a reason), not entered
+                        yield Candidate(path, stat_key(_entry_stat(entry)), True)
                     elif links is not None and entry.is_symlink():
                         links.append(path)
                     else:

@@ -299,7 +299,7 @@ class _Run:
                 check_cancel(self.cancel, "building specifications was cancelled")
                 prompts = [model.prompts[i] for i in chunk]
                 t0 = time.monotonic()
-                images = pipe.generate(prompts, [image_seed(seed, i, 0) for i in chunk], should_cancel=self.cancel)
+                images = pipe.generate(prompts, [image_seed(seed, i, 0) for i in chunk], cancel=self.cancel)
                 features = {
                     "image_features": clip.encode_images(images, batch_size=len(images)),
                     "prompt_features": clip.encode_texts(prompts, batch_size=len(prompts)),

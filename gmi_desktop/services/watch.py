@@ -19,7 +19,10 @@ the owner (a worker thread through :meth:`run`, or a test with an injected clock
 * a catalog that cannot be written (locked by another program past the busy timeout, disk full)
   is a ``problem`` event, and the paths are looked at again later: watch mode goes on.
 
-Every outcome is reported as a :class:`WatchEvent` to ``on_event`` and returned by :meth:`poll`.
+Every outcome is one :class:`~gmi_desktop.core.progress.Progress` event, handed to ``on_event``
+and returned by :meth:`poll`: ``stage`` says what happened ("updated": recorded, ``message`` = its
+status; "deferred": still changing; "removed": tombstoned; "fallback": watching failed, polling
+now; "rescanned"; "problem"), ``item`` the path (empty for the library as a whole).
 Create the watcher, its :class:`Library` and catalog in the thread that calls :meth:`poll` or
 :meth:`run` (a SQLite connection stays in its thread); other threads read the catalog through
 their own connection.
@@ -37,19 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmi_desktop.services.library import Library, run
+from gmi_desktop.core.checkpoint_kinds import Status
+from gmi_desktop.core.progress import Progress, ProgressSink, run
+from gmi_desktop.services.library import Library
 from gmi_desktop.services.library_walk import MODEL_SUFFIXES, checkpoint_dirs, is_text, models_beside_sidecar
 from gmi_desktop.store.hashing import StatKey, stat_key
 
 
-@dataclass(frozen=True)
-class WatchEvent:
-    """``kind``: "updated" (recorded; ``detail`` = status), "deferred" (still changing),
-    "removed" (tombstoned), "fallback" (watching failed, polling now), "rescanned", "problem"."""
-
-    kind: str
-    path: Path | None = None
-    detail: str = ""
+def _event(stage: str, path: Path | None = None, message: str = "") -> Progress:
+    return Progress(stage, item=os.fspath(path) if path is not None else "", message=message)
 
 
 @dataclass
@@ -71,7 +70,7 @@ class LibraryWatcher:
     def __init__(self, library: Library, *, debounce_s: float = 1.5, stable_s: float = 2.0,
                  poll_interval_s: float = 300.0, clock: Callable[[], float] = time.monotonic,
                  observer_factory: Callable[[], Any] = _default_observer,
-                 on_event: Callable[[WatchEvent], None] | None = None, hashing: bool = True):
+                 on_event: ProgressSink | None = None, hashing: bool = True):
         self.library = library
         self.debounce_s, self.stable_s, self.poll_interval_s = debounce_s, stable_s, poll_interval_s
         self.clock = clock
@@ -126,7 +125,7 @@ class LibraryWatcher:
 
     def _fall_back(self, exc: OSError) -> None:
         self.mode = "polling"
-        self._emit([], WatchEvent(
+        self._emit([], _event(
             "fallback", None,
             f"cannot watch the library folders ({exc.strerror or exc}); rescanning every "
             f"{self.poll_interval_s:g} s instead",
@@ -160,9 +159,9 @@ class LibraryWatcher:
                 earlier = self._pending.pop(Path(source), None)  # e.g. "x.part" renamed when done
                 entry.moved_from += [Path(source), *(earlier.moved_from if earlier else [])]
 
-    def poll(self) -> list[WatchEvent]:
+    def poll(self) -> list[Progress]:
         """Do the work that is due now; returns what happened."""
-        events: list[WatchEvent] = []
+        events: list[Progress] = []
         if self.mode == "watching" and self._observer is not None and not self._observer.is_alive():
             self._observer = None
             self._fall_back(OSError("the file-system observer stopped"))
@@ -179,9 +178,9 @@ class LibraryWatcher:
             try:
                 summary = run(self.library.scan(hashing=self.hashing))
             except sqlite3.Error as exc:  # tried again at the next interval
-                self._emit(events, WatchEvent("problem", None, f"cannot update the catalog ({exc}); will retry"))
+                self._emit(events, _event("problem", None, f"cannot update the catalog ({exc}); will retry"))
             else:
-                self._emit(events, WatchEvent("rescanned", None,
+                self._emit(events, _event("rescanned", None,
                                               f"{summary.seen} files, {summary.probed} new or changed"))
         ready: list[Path] = []
         for path, entry in list(self._pending.items()):
@@ -201,7 +200,7 @@ class LibraryWatcher:
                 entry.key, entry.stable_since = key, now
                 if not entry.told_deferred:
                     entry.told_deferred = True
-                    self._emit(events, WatchEvent("deferred", path, "waiting until the file stops changing"))
+                    self._emit(events, _event("deferred", path, "waiting until the file stops changing"))
             elif now - entry.stable_since >= self.stable_s:
                 ready.append(path)
         sources: list[Path] = []
@@ -215,31 +214,31 @@ class LibraryWatcher:
             self._refresh(described, events)
         return events
 
-    def _refresh(self, paths: list[Path], events: list[WatchEvent]) -> None:
+    def _refresh(self, paths: list[Path], events: list[Progress]) -> None:
         try:
             summary = run(self.library.refresh(paths, hashing=self.hashing))
         except sqlite3.Error as exc:  # catalog locked past the busy timeout, disk full, ...
             now = self.clock()
             for path in paths:  # looked at again after the debounce
                 self._pending.setdefault(path, _Pending(now))
-            self._emit(events, WatchEvent("problem", None, f"cannot update the catalog ({exc}); will retry"))
+            self._emit(events, _event("problem", None, f"cannot update the catalog ({exc}); will retry"))
             return
         moved_from = {old for old, _ in summary.moved}
         for old in summary.tombstoned:
             if old not in moved_from:
-                self._emit(events, WatchEvent("removed", old, "missing"))
+                self._emit(events, _event("removed", old, "missing"))
         for old, new in summary.moved:
-            self._emit(events, WatchEvent("updated", new, f"moved from {old}"))
+            self._emit(events, _event("updated", new, f"moved from {old}"))
         for path in paths:
             if not is_text(os.fspath(path)):
                 continue  # cannot be in the catalog; the scan reports its name
             record = self.library.catalog.get(path)
-            if record is not None and record.status != "missing":
-                self._emit(events, WatchEvent("updated", path, record.status))
+            if record is not None and record.status != Status.MISSING:
+                self._emit(events, _event("updated", path, str(record.status)))
         for problem in summary.problems:
-            self._emit(events, WatchEvent("problem", problem.path, problem.reason))
+            self._emit(events, _event("problem", problem.path, problem.reason))
 
-    def _emit(self, events: list[WatchEvent], event: WatchEvent) -> None:
+    def _emit(self, events: list[Progress], event: Progress) -> None:
         events.append(event)
         if self.on_event is not None:
             self.on_event(event)

@@ -14,26 +14,25 @@ consistent state. One :class:`Catalog` object per thread (SQLite connections are
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
-from gmi_desktop.core.errors import CatalogError
+from gmi_desktop.core.checkpoint_kinds import Status, describe_kind, status_error
+from gmi_desktop.core.errors import CatalogError, UserInputError
 from gmi_desktop.store import paths
 from gmi_desktop.store.catalog_schema import FILE_STATUSES, LATEST, migrate, schema_version
 from gmi_desktop.store.hashing import FileHashes, StatKey
 
 __all__ = ["Catalog", "FileFacts", "FileRecord", "KnownFile", "PruneResult", "Root", "FILE_STATUSES", "LATEST"]
 
-_FACT_COLUMNS = (
-    "status", "reason", "file_format", "family", "variant", "kind", "display_name", "base_model",
-    "download_count", "preview_path", "metadata", "header_len", "tensor_count", "sidecar_sig",
-)
+OFFLINE_REASON = "its library folder cannot be reached (unplugged drive?); kept until it is back"
 
 
 @dataclass(frozen=True)
@@ -41,14 +40,18 @@ class Root:
     id: int
     path: Path
     added_at: float
+    offline_since: float | None = None  # set by a scan that found the folder absent
 
 
 class KnownFile(NamedTuple):
+    """The few columns a scan compares for every listed file (no metadata decoded)."""
+
     id: int
     key: StatKey
     status: str
     sha256: str | None
     reason: str
+    kind: str | None
     sidecar_sig: str
 
 
@@ -56,9 +59,9 @@ class KnownFile(NamedTuple):
 class FileFacts:
     """What a scan learned about one path (from its stat, the header probe and the sidecars)."""
 
-    path: str
+    path: Path
     key: StatKey
-    status: str
+    status: Status
     reason: str = ""
     file_format: str | None = None
     family: str | None = None
@@ -73,65 +76,117 @@ class FileFacts:
     tensor_count: int = 0
     sidecar_sig: str = ""  # names, sizes and mtimes of the sidecar files read with it
 
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One row of the catalog, joined with its content hashes (``None`` until hashed)."""
-
-    id: int
-    path: Path
-    root_id: int | None
-    key: StatKey
-    status: str
-    reason: str
-    file_format: str | None
-    family: str | None
-    variant: str | None
-    kind: str | None
-    display_name: str | None
-    base_model: str | None
-    download_count: int | None
-    preview_path: str | None
-    metadata: dict[str, str]
-    header_len: int
-    tensor_count: int
-    sha256: str | None
-    autov2: str | None
-    autov1: str | None
-    tensor_sha256: str | None
-    seen_generation: int
-    first_seen: float
-    last_seen: float
-
     @property
     def name(self) -> str:
         return self.display_name or self.path.stem
 
     @property
     def size(self) -> int:
-        return self.key[2]
+        return self.key.size
+
+    @property
+    def kind_text(self) -> str:
+        """The family in the users' words (``SDXL``, ``SD 1.x inpaint``), else the kind (``lora``)."""
+        return describe_kind(self.family, self.variant, self.kind)
+
+    def error(self) -> UserInputError | None:
+        """The typed error for this file's status (``None`` when ok)."""
+        return status_error(self.status, self.path, self.reason, self.kind)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRecord(FileFacts):
+    """One row of the catalog: the file's facts, where it belongs, and its content hashes (``None``
+    until hashed). ``status`` is ``offline`` while the file's library folder cannot be reached."""
+
+    id: int
+    root_id: int | None
+    sha256: str | None = None
+    autov2: str | None = None
+    autov1: str | None = None
+    tensor_sha256: str | None = None
+    seen_generation: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    def status_text(self, copies: int = 0) -> str:
+        """``status: reason``, plus ``(duplicate, N copies)`` when the content is held N > 1 times."""
+        if not self.reason or self.reason.startswith(f"{self.status}:"):
+            text = self.reason or str(self.status)
+        else:
+            text = f"{self.status}: {self.reason}"
+        if copies > 1 and self.status != Status.MISSING:
+            text += f" (duplicate, {copies} copies)"
+        return text
 
 
 @dataclass(frozen=True)
 class PruneResult:
     removed_files: list[Path]
     removed_spec_paths: list[str]
+    deleted_specs: int = 0  # spec files deleted (by the library service, inside the spec store)
+    problems: list = field(default_factory=list)  # spec files that could not be deleted
 
 
+_FACT_COLUMNS = tuple(f.name for f in fields(FileFacts) if f.name not in ("path", "key"))
+_KEY_COLUMNS = ("device", "inode", "size", "mtime_ns")
+# A file below a library folder that a scan found absent reads as offline; its stored status is
+# kept for when the drive is back.
+_OFFLINE = "r.offline_since IS NOT NULL AND f.status != 'missing'"
 _SELECT = (
-    "SELECT f.id, f.path, f.root_id, f.device, f.inode, f.size, f.mtime_ns, f.status, f.reason, "
-    "f.file_format, f.family, f.variant, f.kind, f.display_name, f.base_model, f.download_count, "
-    "f.preview_path, f.metadata, f.header_len, f.tensor_count, f.sha256, c.autov2, c.autov1, "
-    "c.tensor_sha256, f.seen_generation, f.first_seen, f.last_seen "
-    "FROM files f LEFT JOIN content c ON c.sha256 = f.sha256"
+    f"SELECT f.id, f.path, f.root_id, {', '.join('f.' + c for c in _KEY_COLUMNS)}, "
+    f"CASE WHEN {_OFFLINE} THEN 'offline' ELSE f.status END AS status, "
+    f"CASE WHEN {_OFFLINE} THEN '{OFFLINE_REASON}' ELSE f.reason END AS reason, "
+    f"{', '.join('f.' + c for c in _FACT_COLUMNS if c not in ('status', 'reason'))}, "
+    "f.sha256, c.autov2, c.autov1, c.tensor_sha256, f.seen_generation, f.first_seen, f.last_seen "
+    "FROM files f LEFT JOIN content c ON c.sha256 = f.sha256 LEFT JOIN roots r ON r.id = f.root_id"
 )
+_STATUS = f"(CASE WHEN {_OFFLINE} THEN 'offline' ELSE f.status END)"
 
 
-def _record(row: Sequence) -> FileRecord:
-    return FileRecord(
-        row[0], Path(row[1]), row[2], (row[3], row[4], row[5], row[6]), *row[7:17],
-        json.loads(row[17]), *row[18:],
-    )
+def _record(cursor: sqlite3.Cursor, row: Sequence) -> FileRecord:
+    """A row of ``_SELECT`` as a :class:`FileRecord`, by column name (a ``row_factory``)."""
+    values = {d[0]: v for d, v in zip(cursor.description, row)}
+    key = StatKey(*(values.pop(c) for c in _KEY_COLUMNS))
+    values["metadata"] = json.loads(values["metadata"])
+    values["status"] = Status(values["status"])
+    values["path"] = Path(values["path"])
+    values.pop("sidecar_sig", None)
+    return FileRecord(key=key, **values)
+
+
+_ELSEWHERE = "or point GMI_DATA_DIR at another folder"
+
+
+def _read_only_fs(path: Path) -> bool:
+    for place in (path, *path.parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):  # not there yet; no statvfs on Windows
+            continue
+    return False
+
+
+def _hint(exc: Exception, path: Path) -> str:
+    """What the user can do about a catalog that cannot be created or opened, by its cause."""
+    folder = path if path.is_dir() and not isinstance(exc, sqlite3.Error) else path.parent
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) or (blocker is not None and blocker != path):
+        return f"{blocker or folder} is a file where a folder should be: move it away, {_ELSEWHERE}"
+    if path.is_dir():
+        return f"{path} is a folder where the catalog file should be: move it away, {_ELSEWHERE}"
+    if _read_only_fs(path) or getattr(exc, "errno", None) == errno.EROFS:
+        return f"the disk holding {folder} is read-only: {_ELSEWHERE[3:]} on a writable disk"
+    text = str(exc).lower()
+    if (isinstance(exc, PermissionError) or "readonly" in text or "unable to open" in text
+            or (folder.exists() and not os.access(folder, os.W_OK))
+            or (path.exists() and not os.access(path, os.R_OK | os.W_OK))):
+        return f"you may not write to {path if path.exists() else folder}: fix its permissions, {_ELSEWHERE}"
+    if "not a database" in text or "malformed" in text:
+        return f"the file is damaged: move it away (a new catalog is made; scan again), {_ELSEWHERE}"
+    if "locked" in text:
+        return "another program holds the catalog: close it and try again"
+    return f"check the disk, {_ELSEWHERE}"
 
 
 def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> str:
@@ -155,8 +210,9 @@ class Catalog:
             self.path = Path(path) if path is not None else paths.catalog_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            where = Path(path) if path is not None else exc.filename
-            raise CatalogError(where, f"cannot create the catalog's folder: {exc.strerror or exc}") from None
+            where = Path(path) if path is not None else Path(exc.filename or paths.data_dir())
+            raise CatalogError(where, f"cannot create the catalog's folder: {exc.strerror or exc}",
+                               _hint(exc, where)) from None
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
@@ -170,7 +226,7 @@ class Catalog:
                 conn.close()
             if isinstance(exc, CatalogError):
                 raise
-            raise CatalogError(self.path, f"cannot open the catalog: {exc}") from None
+            raise CatalogError(self.path, f"cannot open the catalog: {exc}", _hint(exc, self.path)) from None
         self._conn = conn
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -209,14 +265,24 @@ class Catalog:
 
     def root(self, path: str | os.PathLike[str]) -> Root:
         text = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
-        row = self._conn.execute("SELECT id, path, added_at FROM roots WHERE path = ?", (text,)).fetchone()
+        row = self._conn.execute("SELECT id, path, added_at, offline_since FROM roots WHERE path = ?",
+                                 (text,)).fetchone()
         if row is None:
             raise KeyError(text)
-        return Root(row[0], Path(row[1]), row[2])
+        return Root(row[0], Path(row[1]), row[2], row[3])
 
     def roots(self) -> list[Root]:
-        rows = self._conn.execute("SELECT id, path, added_at FROM roots ORDER BY path").fetchall()
-        return [Root(r[0], Path(r[1]), r[2]) for r in rows]
+        rows = self._conn.execute("SELECT id, path, added_at, offline_since FROM roots ORDER BY path").fetchall()
+        return [Root(r[0], Path(r[1]), r[2], r[3]) for r in rows]
+
+    def set_offline(self, root_id: int, offline: bool) -> int:
+        """Mark a library folder unreachable (its files read as ``offline``, nothing is lost) or
+        reachable again; returns how many present files it holds."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE roots SET offline_since = CASE WHEN ? THEN COALESCE(offline_since, ?) END "
+                         "WHERE id = ?", (offline, time.time(), root_id))
+            return conn.execute("SELECT COUNT(*) FROM files WHERE root_id = ? AND status != 'missing'",
+                                (root_id,)).fetchone()[0]
 
     def remove_root(self, path: str | os.PathLike[str]) -> bool:
         """Forget a root and its files; content hashes and specification references stay until
@@ -238,13 +304,13 @@ class Catalog:
 
     def file_keys(self, root_ids: Iterable[int] | None = None) -> dict[str, KnownFile]:
         """``path -> KnownFile`` for the files of ``root_ids`` (every file when None)."""
-        sql = "SELECT path, id, device, inode, size, mtime_ns, status, sha256, reason, sidecar_sig FROM files"
+        sql = "SELECT path, id, device, inode, size, mtime_ns, status, sha256, reason, kind, sidecar_sig FROM files"
         args: tuple = ()
         if root_ids is not None:
             ids = tuple(root_ids)
             sql += f" WHERE root_id IN ({','.join('?' * len(ids))})"
             args = ids
-        return {r[0]: KnownFile(r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8], r[9]) for r in self._conn.execute(sql, args)}
+        return {r[0]: KnownFile(r[1], StatKey(*r[2:6]), *r[6:]) for r in self._conn.execute(sql, args)}
 
     def unseen(self, generation: int, root_ids: Iterable[int]) -> list[tuple[int, Path]]:
         """Present files of ``root_ids`` not seen since ``generation`` began: sweep candidates."""
@@ -259,25 +325,23 @@ class Catalog:
         """Insert or update files from ``(facts, root_id, sha256)``; ``sha256`` is carried over for
         a file known to hold already-hashed content (a rename), else ``None`` (hash pending)."""
         now = time.time()
-        rows = [
-            (f.path, root_id, *f.key, f.status, f.reason, f.file_format, f.family, f.variant, f.kind,
-             f.display_name, f.base_model, f.download_count, f.preview_path,
-             json.dumps(dict(f.metadata), ensure_ascii=False, sort_keys=True), f.header_len, f.tensor_count,
-             f.sidecar_sig, sha, generation, now, now)
-            for f, root_id, sha in facts
-        ]
-        for f in rows:
-            if f[6] not in FILE_STATUSES:
-                raise ValueError(f"unknown file status {f[6]!r}")
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ("root_id", "device", "inode", "size", "mtime_ns",
-                                                            *_FACT_COLUMNS, "sha256", "last_seen"))
+        rows = []
+        for f, root_id, sha in facts:
+            if f.status not in FILE_STATUSES:
+                raise ValueError(f"unknown file status {f.status!r}")
+            values = [getattr(f, c) for c in _FACT_COLUMNS]
+            values[_FACT_COLUMNS.index("metadata")] = json.dumps(dict(f.metadata), ensure_ascii=False, sort_keys=True)
+            rows.append((os.fspath(f.path), root_id, *f.key, *values, sha, generation, now, now))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ("root_id", *_KEY_COLUMNS, *_FACT_COLUMNS,
+                                                            "sha256", "last_seen"))
         # never lower: a scan that began earlier must not make the file unseen to a later one's sweep
         updates += ", seen_generation = MAX(seen_generation, excluded.seen_generation)"
+        columns = ("path", "root_id", *_KEY_COLUMNS, *_FACT_COLUMNS, "sha256", "seen_generation", "first_seen",
+                   "last_seen")
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO files (path, root_id, device, inode, size, mtime_ns, "
-                f"{', '.join(_FACT_COLUMNS)}, sha256, seen_generation, first_seen, last_seen) "
-                f"VALUES ({','.join('?' * (10 + len(_FACT_COLUMNS)))}) ON CONFLICT (path) DO UPDATE SET {updates}",
+                f"INSERT INTO files ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))}) "
+                f"ON CONFLICT (path) DO UPDATE SET {updates}",
                 rows,
             )
 
@@ -332,13 +396,16 @@ class Catalog:
             conn.executemany("DELETE FROM files WHERE id = ?", ((r[0],) for r in rows))
         return [(Path(r[1]), Path(r[2])) for r in rows]
 
+    def _records(self, where: str = "", args: Sequence = ()) -> list[FileRecord]:
+        cursor = self._conn.cursor()
+        cursor.row_factory = _record
+        return cursor.execute(f"{_SELECT} {where}", tuple(args)).fetchall()
+
     # -- hashing --------------------------------------------------------------------------------
     def pending_hashes(self) -> list[FileRecord]:
-        """Usable single-file checkpoints whose content is not hashed yet."""
-        rows = self._conn.execute(
-            f"{_SELECT} WHERE f.status = 'ok' AND f.sha256 IS NULL AND f.file_format = 'safetensors' ORDER BY f.path"
-        ).fetchall()
-        return [_record(r) for r in rows]
+        """Usable single-file checkpoints whose content is not hashed yet (and can be read now)."""
+        return self._records(f"WHERE {_STATUS} = 'ok' AND f.sha256 IS NULL AND f.file_format = 'safetensors' "
+                             "ORDER BY f.path")
 
     def record_hashes(self, file_id: int, hashes: FileHashes) -> bool:
         """Store ``hashes`` for the file if its row still has the stat key that was hashed."""
@@ -356,20 +423,39 @@ class Catalog:
 
     # -- lookups --------------------------------------------------------------------------------
     def get(self, path: str | os.PathLike[str]) -> FileRecord | None:
-        row = self._conn.execute(f"{_SELECT} WHERE f.path = ?", (os.fspath(path),)).fetchone()
-        return _record(row) if row else None
+        found = self._records("WHERE f.path = ?", (os.fspath(path),))
+        return found[0] if found else None
 
     def files(self, status: str | Sequence[str] | None = None, root_id: int | None = None) -> list[FileRecord]:
         clauses, args = [], []
         if status is not None:
             wanted = (status,) if isinstance(status, str) else tuple(status)
-            clauses.append(f"f.status IN ({','.join('?' * len(wanted))})")
+            clauses.append(f"{_STATUS} IN ({','.join('?' * len(wanted))})")
             args += wanted
         if root_id is not None:
             clauses.append("f.root_id = ?")
             args.append(root_id)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [_record(r) for r in self._conn.execute(f"{_SELECT}{where} ORDER BY f.path", args)]
+        return self._records(f"{where} ORDER BY f.path", args)
+
+    def status_counts(self, root_ids: Iterable[int]) -> dict[Status, int]:
+        """How many present files of ``root_ids`` are in each status (``offline`` included)."""
+        ids = tuple(root_ids)
+        counts = {s: 0 for s in Status if s is not Status.MISSING}
+        rows = self._conn.execute(
+            f"SELECT {_STATUS}, COUNT(*) FROM files f LEFT JOIN roots r ON r.id = f.root_id "
+            f"WHERE f.root_id IN ({','.join('?' * len(ids))}) AND f.status != 'missing' GROUP BY 1", ids)
+        for status, n in rows:
+            counts[Status(status)] = n
+        return counts
+
+    def paths_with_status(self, statuses: Iterable[str], root_ids: Iterable[int]) -> list[Path]:
+        wanted, ids = tuple(statuses), tuple(root_ids)
+        rows = self._conn.execute(
+            f"SELECT f.path FROM files f LEFT JOIN roots r ON r.id = f.root_id WHERE {_STATUS} IN "
+            f"({','.join('?' * len(wanted))}) AND f.root_id IN ({','.join('?' * len(ids))}) ORDER BY f.path",
+            (*wanted, *ids))
+        return [Path(r[0]) for r in rows]
 
     def find_by_hash(self, text: str) -> list[FileRecord]:
         """Files whose content matches a hash as images and sites write it: 64 hex digits = SHA-256,
@@ -378,10 +464,7 @@ class Catalog:
         column = {64: "c.sha256", 10: "c.autov2", 8: "c.autov1"}.get(len(value))
         if column is None or any(ch not in "0123456789abcdef" for ch in value):
             return []
-        rows = self._conn.execute(
-            f"{_SELECT} WHERE {column} = ? ORDER BY f.status = 'missing', f.path", (value,)
-        ).fetchall()
-        return [_record(r) for r in rows]
+        return self._records(f"WHERE {column} = ? ORDER BY f.status = 'missing', f.path", (value,))
 
     def duplicates(self) -> list[list[FileRecord]]:
         """Groups of present files holding the same content (same SHA-256 in two places or more)."""
@@ -389,11 +472,16 @@ class Catalog:
             "SELECT sha256 FROM files WHERE status != 'missing' AND sha256 IS NOT NULL "
             "GROUP BY sha256 HAVING COUNT(*) > 1 ORDER BY MIN(path)"
         )]
-        return [
-            [_record(r) for r in self._conn.execute(
-                f"{_SELECT} WHERE f.sha256 = ? AND f.status != 'missing' ORDER BY f.path", (sha,))]
-            for sha in shas
-        ]
+        return [self._records("WHERE f.sha256 = ? AND f.status != 'missing' ORDER BY f.path", (sha,)) for sha in shas]
+
+    def copies(self) -> dict[str, int]:
+        """``sha256 -> copies`` for content held by two separate files or more. Hard links and
+        symbolic links to one file share its (device, inode): they are one copy on disk."""
+        rows = self._conn.execute(
+            "SELECT sha256, COUNT(DISTINCT device || ':' || inode) FROM files "
+            "WHERE status != 'missing' AND sha256 IS NOT NULL GROUP BY sha256"
+        )
+        return {sha: n for sha, n in rows if n > 1}
 
     # -- specification references ---------------------------------------------------------------
     def set_spec_ref(self, sha256: str, spec_path: str | os.PathLike[str]) -> None:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from gmi_desktop.core.errors import CatalogError
 
-FILE_STATUSES = ("ok", "skipped", "invalid", "incomplete", "unsupported", "missing")
+from gmi_desktop.core.checkpoint_kinds import Status
+
+# What a files row may hold. ``offline`` is not stored: a file reads as offline while its library
+# folder is marked unreachable (``roots.offline_since``), and keeps its own status for its return.
+FILE_STATUSES = tuple(s.value for s in Status if s is not Status.OFFLINE)
+_V1_STATUSES = ("ok", "skipped", "invalid", "incomplete", "unsupported", "missing")  # frozen with v1
 
 _V1 = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +44,7 @@ CREATE TABLE files (
     inode INTEGER NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in FILE_STATUSES)})),
+    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in _V1_STATUSES)})),
     reason TEXT NOT NULL DEFAULT '',
     file_format TEXT,
     family TEXT,
@@ -81,7 +86,12 @@ _V3 = """
 ALTER TABLE files ADD COLUMN sidecar_sig TEXT NOT NULL DEFAULT '';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# v4: a library folder on an unplugged drive keeps its files, shown offline until it is back.
+_V4 = """
+ALTER TABLE roots ADD COLUMN offline_since REAL;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 LATEST = MIGRATIONS[-1][0]
 
 

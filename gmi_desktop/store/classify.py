@@ -14,7 +14,7 @@ them:
 
 Everything else gets a ``kind`` and a reason. "Not a match" (a LoRA, a VAE, ...) is kept apart
 from "recognised but broken" (a checkpoint whose shapes contradict each other): the former is
-``not_checkpoint``, the latter ``invalid``.
+``skipped``, the latter ``invalid`` (:class:`~gmi_desktop.core.checkpoint_kinds.Status`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES, SUPPORTED, VARIANT_NAMES
+from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES, SUPPORTED, VARIANT_NAMES, Status
 
 Shapes = Mapping[str, tuple[str, tuple[int, ...]]]
 
@@ -38,7 +38,7 @@ IN_CHANNELS_VARIANT = {4: "normal", 9: "inpaint", 5: "depth", 8: "instruct_pix2p
 
 @dataclass(frozen=True)
 class Classification:
-    status: str  # "ok" | "not_checkpoint" | "unsupported" | "invalid"
+    status: Status  # ok, skipped, unsupported or invalid
     family: str | None = None
     variant: str | None = None
     kind: str | None = None
@@ -47,7 +47,7 @@ class Classification:
 
 
 def _not(kind: str, reason: str) -> Classification:
-    return Classification("not_checkpoint", kind=kind, reason=reason)
+    return Classification(Status.SKIPPED, kind=kind, reason=reason)
 
 
 class _Names(list):
@@ -121,7 +121,7 @@ def _part_kind(names: _Names) -> Classification:
         return _not("text_encoder", "text encoder alone, not a checkpoint")
     if _starts(names, "double_blocks.", "single_blocks.") or _any(names, "joint_blocks."):
         return Classification(
-            "unsupported", kind="unknown",
+            Status.UNSUPPORTED, kind="unknown",
             reason="Flux/SD3-style transformer model; only SD 1.x, SD 2.x and SDXL are supported",
         )
     return _not("unknown", "unknown: no Stable Diffusion UNet keys")
@@ -166,39 +166,39 @@ def _unet_checkpoint(table: Shapes, names: _Names, metadata: Mapping[str, str]) 
     """Original-layout UNet present: work out family and variant, then check completeness."""
     if _any(names, ".joint_blocks.", ".double_blocks."):
         return Classification(
-            "unsupported", kind="unknown",
+            Status.UNSUPPORTED, kind="unknown",
             reason="SD3/Flux-style checkpoint; only SD 1.x, SD 2.x and SDXL are supported",
         )
     widths = _context_widths(table, names)
     if not widths:
         return Classification(
-            "unsupported", kind="unknown",
+            Status.UNSUPPORTED, kind="unknown",
             reason="UNet without cross-attention layers (attn2.to_k); not an SD 1.x/2.x/SDXL model",
         )
     if len(widths) > 1:
         found = ", ".join(f"{w} ({n} layers)" for w, n in sorted(widths.items()))
         return Classification(
-            "invalid", reason=f"cross-attention widths disagree: {found}; the checkpoint is damaged"
+            Status.INVALID, reason=f"cross-attention widths disagree: {found}; the checkpoint is damaged"
         )
     context = next(iter(widths))
     family = CONTEXT_FAMILY.get(context)
     if family is None:
         return Classification(
-            "unsupported", kind="unknown",
+            Status.UNSUPPORTED, kind="unknown",
             reason=f"cross-attention width {context} matches no SD 1.x/2.x/SDXL family",
         )
     first = table.get(FIRST_CONV)
     if first is None or len(first[1]) != 4:
         got = "missing" if first is None else f"shape {list(first[1])}"
         return Classification(
-            "invalid", family=family,
+            Status.INVALID, family=family,
             reason=f"{FAMILY_NAMES[family]} UNet but {FIRST_CONV} is {got}; the checkpoint is damaged",
         )
     in_channels = first[1][1]
     variant = IN_CHANNELS_VARIANT.get(in_channels)
     if variant is None:
         return Classification(
-            "unsupported", family=family, kind="unknown",
+            Status.UNSUPPORTED, family=family, kind="unknown",
             reason=f"{FAMILY_NAMES[family]} UNet with {in_channels} input channels (unknown variant)",
         )
     prediction = _prediction(names, metadata)
@@ -209,15 +209,15 @@ def _unet_checkpoint(table: Shapes, names: _Names, metadata: Mapping[str, str]) 
             part for part, present in (("VAE", has_vae), ("text encoder", has_te)) if not present
         )
         return Classification(
-            "not_checkpoint", family=family, variant=variant, kind="unet_only", prediction=prediction,
+            Status.SKIPPED, family=family, variant=variant, kind="unet_only", prediction=prediction,
             reason=f"{FAMILY_NAMES[family]} UNet without {missing}, not a full checkpoint",
         )
     if variant not in SUPPORTED[family]:
         return Classification(
-            "unsupported", family=family, variant=variant, prediction=prediction,
+            Status.UNSUPPORTED, family=family, variant=variant, prediction=prediction,
             reason=f"{FAMILY_NAMES[family]} {VARIANT_NAMES[variant]} checkpoint: not supported for generation",
         )
-    return Classification("ok", family=family, variant=variant, prediction=prediction)
+    return Classification(Status.OK, family=family, variant=variant, prediction=prediction)
 
 
 def classify_tensors(table: Shapes, metadata: Mapping[str, str] | None = None) -> Classification:

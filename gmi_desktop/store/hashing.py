@@ -14,7 +14,8 @@
 The file is read once with a large reused buffer (hashlib releases the GIL while hashing). A file
 whose ``(st_dev, st_ino, st_size, st_mtime_ns)`` differs before and after the pass was modified
 while being read: the result is discarded and the pass redone, at most ``retries`` times, then
-:class:`IncompleteFile` is raised. ``cancel()`` is checked before every chunk.
+:class:`IncompleteFile` is raised. ``cancel()`` is checked before every chunk, and every chunk is
+one :class:`~gmi_desktop.core.progress.Progress` event (stage "hashing", bytes done and total).
 """
 
 from __future__ import annotations
@@ -23,23 +24,31 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from gmi_desktop.core.errors import Cancelled, IncompleteFile
+from gmi_desktop.core.errors import IncompleteFile
+from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel
 
 CHUNK_SIZE = 16 * 1024 * 1024
 AUTOV1_OFFSET = 0x100000
 AUTOV1_LENGTH = 0x10000
 
-StatKey = tuple[int, int, int, int]
-ProgressFn = Callable[[int, int], None]
-CancelFn = Callable[[], bool]
+
+
+class StatKey(NamedTuple):
+    """The identity of one version of a file (a tuple: equal to a plain 4-tuple of the same ints)."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
 
 
 def stat_key(st: os.stat_result) -> StatKey:
     """The identity of one version of a file: device, inode, size and mtime in nanoseconds."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return StatKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -64,21 +73,21 @@ def hash_file(
     *,
     tensor_offset: int | None = None,
     cancel: CancelFn | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressSink | None = None,
     retries: int = 2,
     chunk_size: int = CHUNK_SIZE,
 ) -> FileHashes:
     """Hash ``path`` (see the module docstring). Raises OSError when the file cannot be read,
     :class:`Cancelled` when ``cancel()`` turns true and :class:`IncompleteFile` when the file
-    keeps changing under us. ``progress(done, total)`` is called after every chunk."""
+    keeps changing under us. ``progress`` gets the event of every chunk."""
     steps = iter_hash_file(path, tensor_offset=tensor_offset, cancel=cancel, retries=retries, chunk_size=chunk_size)
     while True:
         try:
-            done, total = next(steps)
+            event = next(steps)
         except StopIteration as stop:
             return stop.value
         if progress is not None:
-            progress(done, total)
+            progress(event)
 
 
 def iter_hash_file(
@@ -88,9 +97,10 @@ def iter_hash_file(
     cancel: CancelFn | None = None,
     retries: int = 2,
     chunk_size: int = CHUNK_SIZE,
-) -> Generator[tuple[int, int], None, FileHashes]:
-    """:func:`hash_file` as a generator: yields ``(bytes done, bytes total)`` after every chunk
-    (a pause/cancel point for a worker) and returns the :class:`FileHashes`."""
+) -> Generator[Progress, None, FileHashes]:
+    """:func:`hash_file` as a generator: yields a :class:`Progress` (``bytes_done`` of
+    ``bytes_total``) after every chunk (a pause/cancel point for a worker) and returns the
+    :class:`FileHashes`."""
     buffer = bytearray(chunk_size)
     for _attempt in range(retries + 1):
         st = os.stat(path)
@@ -117,8 +127,7 @@ def _one_pass(path, before: StatKey, tensor_offset, cancel, buffer: bytearray):
         if stat_key(os.fstat(handle.fileno())) != before:
             return None  # replaced between stat and open
         while True:
-            if cancel is not None and cancel():
-                raise Cancelled(f"hashing {os.fspath(path)} was cancelled")
+            check_cancel(cancel, f"hashing {os.fspath(path)} was cancelled")
             count = handle.readinto(view[: min(len(buffer), total - done)]) if done < total else 0
             if not count:
                 break
@@ -132,7 +141,7 @@ def _one_pass(path, before: StatKey, tensor_offset, cancel, buffer: bytearray):
                 hi = min(AUTOV1_OFFSET + AUTOV1_LENGTH, end) - done
                 window += chunk[lo:hi]
             done = end
-            yield done, total
+            yield Progress("hashing", item=os.fspath(path), bytes_done=done, bytes_total=total)
     if done != total:
         return None  # shrank while we read (growth shows in the stat after the pass)
     autov1 = hashlib.sha256(window).hexdigest()[:8] if window else None

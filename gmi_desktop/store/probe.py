@@ -10,14 +10,15 @@ dtype, string-only metadata), and classified by :mod:`gmi_desktop.store.classify
 :func:`probe_header` is the same probe handing out the validated header too: the checkpoint loader
 of the engine uses it, so the application has one safetensors header parser.
 
-Statuses:
+Statuses are :class:`~gmi_desktop.core.checkpoint_kinds.Status`, the words the scan prints:
 
-``ok``              a Stable Diffusion checkpoint we can use.
-``not_checkpoint``  a readable file that is something else (``kind`` says what: lora, vae, ...).
-``unsupported``     a model we will not load (pickles, unknown architectures).
-``invalid``         recognised format, but broken (bad header, bad offsets, ...).
-``incomplete``      shorter than its header declares: truncated, or still being copied.
-``unreadable``      the operating system refused (vanished, permission denied, I/O error).
+``ok``           a Stable Diffusion checkpoint we can use.
+``skipped``      a readable file that is something else (``kind`` says what: lora, vae, ...), or
+                 one the operating system refused (vanished, permission denied, I/O error:
+                 ``kind`` is ``"unreadable"`` and the reason starts with ``unreadable:``).
+``unsupported``  a model we will not load (pickles, unknown architectures).
+``invalid``      recognised format, but broken (bad header, bad offsets, non-string metadata, ...).
+``incomplete``   shorter than its header declares: truncated, or still being copied.
 """
 
 from __future__ import annotations
@@ -32,19 +33,17 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from gmi_desktop.core.errors import (
-    CorruptCheckpoint,
-    IncompleteFile,
-    NotACheckpoint,
-    UnsupportedCheckpoint,
-    UserInputError,
-)
+from gmi_desktop.core.checkpoint_kinds import UNREADABLE, Status, status_error
+from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.store.classify import classify_tensors
+from gmi_desktop.store.hashing import StatKey, stat_key
 from gmi_desktop.store.safetensors_header import MAX_HEADER_BYTES, Header, HeaderError, parse_header
 
-STATUSES = ("ok", "not_checkpoint", "unsupported", "invalid", "incomplete", "unreadable")
+UNREADABLE_PREFIX = "unreadable: "
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
+# the suffixes of single-file models a library lists: safetensors, and pickles (unsupported, never loaded)
+MODEL_SUFFIXES = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth"})
 PICKLE_ADVICE = "pickle files can run code; convert to .safetensors"
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -54,7 +53,7 @@ class ProbeResult:
     """What :func:`probe` learned about one path. ``header_len`` = 8 + JSON header bytes."""
 
     path: Path
-    status: str
+    status: Status
     file_format: str  # "safetensors" | "diffusers" | "pickle" | "zip" | "gguf" | "unknown"
     family: str | None = None  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
     variant: str | None = None  # "normal" | "inpaint" | "depth" | "instruct_pix2pix"
@@ -65,32 +64,33 @@ class ProbeResult:
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     tensor_count: int = 0
     prediction: str | None = None  # "v_prediction" | "epsilon" when the file declares it
-    # the stat of the file as read (fstat of the open descriptor): a catalog keys on these
-    mtime_ns: int = 0
-    device: int = 0
-    inode: int = 0
+    key: StatKey | None = None  # the stat of the file as read (fstat of the open descriptor)
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
+
+    @property
+    def unreadable(self) -> bool:
+        return self.kind == UNREADABLE
 
     def error(self) -> UserInputError | None:
         """The typed error matching a non-ok result (``None`` when ok), for CLI/GUI reporting."""
-        cls = {
-            "ok": None,
-            "not_checkpoint": NotACheckpoint,
-            "unsupported": UnsupportedCheckpoint,
-            "invalid": CorruptCheckpoint,
-            "incomplete": IncompleteFile,
-        }.get(self.status, UserInputError)
-        return None if cls is None else cls(self.path, self.reason)
+        reason = self.reason
+        if self.status == Status.INVALID and not self.tensor_count and self.file_format == "safetensors":
+            reason = f"not a safetensors file ({reason})"
+        return status_error(self.status, self.path, reason, self.kind)
 
 
-def _result(path: Path, status: str, fmt: str, reason: str, st: os.stat_result | None = None, **kw):
+def _result(path: Path, status: Status, fmt: str, reason: str, st: os.stat_result | None = None, **kw):
     if st is not None:
         kw.setdefault("size", st.st_size)
-        kw.update(mtime_ns=st.st_mtime_ns, device=st.st_dev, inode=st.st_ino)
+        kw["key"] = stat_key(st)
     return ProbeResult(path, status, fmt, reason=reason, **kw)
+
+
+def _unreadable(path: Path, reason: str, st: os.stat_result | None = None) -> ProbeResult:
+    return _result(path, Status.SKIPPED, "unknown", UNREADABLE_PREFIX + reason, st, kind=UNREADABLE)
 
 
 def _os_error_reason(exc: OSError) -> str:
@@ -145,7 +145,7 @@ def _refused(path: Path, fmt: str, st: os.stat_result) -> ProbeResult:
     else:
         what = "zip archive (torch pickle)" if fmt == "zip" else "pickle"
         reason = f"unsupported: {what}; {PICKLE_ADVICE}"
-    return _result(path, "unsupported", fmt, reason, st)
+    return _result(path, Status.UNSUPPORTED, fmt, reason, st)
 
 
 def probe(path: str | PathLike[str]) -> ProbeResult:
@@ -164,23 +164,23 @@ def probe_header(path: str | PathLike[str]) -> tuple[ProbeResult, Header | None]
         reason = _os_error_reason(exc)
         if exc.errno == errno.ENOENT and os.path.islink(path):
             reason = "broken symlink: its target does not exist"
-        return _result(path, "unreadable", "unknown", reason), None
+        return _unreadable(path, reason), None
     except ValueError as exc:  # embedded NUL and the like
-        return _result(path, "unreadable", "unknown", f"bad path: {exc}"), None
+        return _unreadable(path, f"bad path: {exc}"), None
     if stat.S_ISDIR(st.st_mode):
         from gmi_desktop.store.diffusers_folder import probe_diffusers_folder
 
         return probe_diffusers_folder(path, st), None
     if not stat.S_ISREG(st.st_mode):
         return _result(
-            path, "not_checkpoint", "unknown", f"not a regular file: {_kind_of_mode(st.st_mode)}", st,
+            path, Status.SKIPPED, "unknown", f"not a regular file: {_kind_of_mode(st.st_mode)}", st,
             kind="unknown",
         ), None
     parsed: list[Header] = []
     try:
         result = _probe_file(path, parsed)
     except OSError as exc:
-        return _result(path, "unreadable", "unknown", _os_error_reason(exc), st), None
+        return _unreadable(path, _os_error_reason(exc), st), None
     return result, (parsed[0] if parsed else None)
 
 
@@ -192,7 +192,7 @@ def _probe_file(path: Path, parsed: list[Header]) -> ProbeResult:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO between stat and open
             return _result(
-                path, "not_checkpoint", "unknown", f"not a regular file: {_kind_of_mode(st.st_mode)}",
+                path, Status.SKIPPED, "unknown", f"not a regular file: {_kind_of_mode(st.st_mode)}",
                 st, kind="unknown",
             )
         head = _read_exact(fd, 8)
@@ -201,11 +201,11 @@ def _probe_file(path: Path, parsed: list[Header]) -> ProbeResult:
             fmt = _sniff(head) or ("pickle" if suffix != ".bin" else "unknown")
             if fmt == "gguf":
                 return _refused(path, fmt, st)
-            return _result(path, "unsupported", fmt, f"unsupported: {suffix} file; {PICKLE_ADVICE}", st)
+            return _result(path, Status.UNSUPPORTED, fmt, f"unsupported: {suffix} file; {PICKLE_ADVICE}", st)
         named = suffix in SAFETENSORS_SUFFIXES
         result = _probe_safetensors(path, fd, st, head, named, parsed)
-        if not named and result.status in {"invalid", "incomplete"} and not result.tensor_count:
-            return _result(path, "not_checkpoint", "unknown", f"not a safetensors file ({result.reason})", st,
+        if not named and result.status in {Status.INVALID, Status.INCOMPLETE} and not result.tensor_count:
+            return _result(path, Status.SKIPPED, "unknown", f"not a safetensors file ({result.reason})", st,
                            kind="unknown")
         return result
     finally:
@@ -216,7 +216,7 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
                        parsed: list[Header]) -> ProbeResult:
     size = st.st_size
     fmt = "safetensors" if named else "unknown"
-    bad = "invalid" if named else "not_checkpoint"
+    bad = Status.INVALID if named else Status.SKIPPED
     kind = None if named else "unknown"
     if size == 0:
         return _result(path, bad, fmt, "empty file (0 bytes)", st, kind=kind)
@@ -233,31 +233,31 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
         if refused:
             return _refused(path, refused, st)
         if not named:
-            return _result(path, "not_checkpoint", "unknown", "not a safetensors file", st, kind="unknown")
+            return _result(path, Status.SKIPPED, "unknown", "not a safetensors file", st, kind="unknown")
     if declared == 0 and first in (b"\x00", b""):
         return _result(
-            path, "incomplete", fmt,
+            path, Status.INCOMPLETE, fmt,
             "file starts with zero bytes: a download that reserved the space but has not written "
             "the data yet (or a damaged file)", st,
         )
     if declared == 0:
-        return _result(path, "invalid", fmt, "header length is 0", st)
+        return _result(path, Status.INVALID, fmt, "header length is 0", st)
     if declared > MAX_HEADER_BYTES:
         where = f"exceeds file size {size}" if declared > available else "is implausibly large"
         return _result(
-            path, "invalid", fmt,
+            path, Status.INVALID, fmt,
             f"header length {declared} {where} (at most {MAX_HEADER_BYTES} bytes accepted)", st,
         )
     if declared > available:
         return _header_past_end(path, fd, st, declared, first)
     raw = first + _read_exact(fd, declared - 1)
     if len(raw) < declared:  # shrank while we read
-        return _result(path, "incomplete", "safetensors", "file shrank while being read", st)
+        return _result(path, Status.INCOMPLETE, "safetensors", "file shrank while being read", st)
     header_len = 8 + declared
     try:
         header = parse_header(raw, data_len=size - header_len)
     except HeaderError as exc:
-        status = "incomplete" if exc.incomplete else "invalid"
+        status = Status.INCOMPLETE if exc.incomplete else Status.INVALID
         seen = classify_tensors(exc.tensors, exc.metadata) if exc.tensors else None
         return _result(
             path, status, "safetensors", exc.reason, st, header_len=header_len,
@@ -267,8 +267,8 @@ def _probe_safetensors(path: Path, fd: int, st: os.stat_result, head: bytes, nam
     parsed.append(header)
     verdict = classify_tensors(header.tensors, header.metadata)
     status, reason = verdict.status, verdict.reason
-    if header.problems and status in {"ok", "not_checkpoint"}:
-        status, reason = "invalid", "; ".join(header.problems)
+    if header.problems:  # the format check comes first, whatever the tensors are
+        status, reason = Status.INVALID, "; ".join(header.problems)
     return _result(
         path, status, "safetensors", reason, st,
         family=verdict.family, variant=verdict.variant, kind=verdict.kind, header_len=header_len,
@@ -290,12 +290,12 @@ def _header_past_end(path: Path, fd: int, st: os.stat_result, declared: int, fir
         is_text = False
     if is_text:
         return _result(
-            path, "incomplete", "safetensors",
+            path, Status.INCOMPLETE, "safetensors",
             f"header length {declared} exceeds file size {st.st_size}: the file ends inside its "
             "header (truncated, or still being copied)", st,
         )
     return _result(
-        path, "invalid", "safetensors",
+        path, Status.INVALID, "safetensors",
         f"header length {declared} exceeds file size {st.st_size} and the bytes after it are not a "
         "JSON header; the length field is damaged", st,
     )

@@ -5,19 +5,17 @@ str}}``; offsets are relative to the start of the tensor data, must tile it with
 overlaps, and each span must be exactly ``prod(shape) * bits(dtype) / 8`` bytes. Anything else is
 a :class:`HeaderError` with a reason a user can read; ``incomplete`` marks the one case that is
 not damage but a short file (the data region ends before the last tensor).
+
+One path: the JSON is parsed with a hook that refuses repeated keys (the library silently keeps
+the last), then every entry is checked in turn. Before any of that, a header that would build an
+absurd number of objects (no checkpoint has more than a few thousand tensors) is refused from a
+count of its bytes, so a hostile header cannot cost a probe gigabytes.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import math
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter, mul, sub
 
 # bits per element, the dtype names of safetensors 0.8
 DTYPE_BITS = {
@@ -26,9 +24,12 @@ DTYPE_BITS = {
     "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
     "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
 }
-_WHOLE_BYTES = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}
 MAX_REPORTED = 3  # problems named in one reason before "and N more"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # as the safetensors library: a longer header is refused unread
+# SDXL has 2 514 tensors, a checkpoint with EMA weights about twice that. Each tensor is one JSON
+# object with two arrays and ~6 numbers; these caps leave ample room and bound a parse's memory.
+MAX_TENSORS = 50_000
+MAX_COMMAS = 40 * MAX_TENSORS  # JSON values (and commas inside metadata strings)
 
 Table = dict[str, tuple[str, tuple[int, ...]]]
 
@@ -78,36 +79,19 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _loads(text: str, hook=None) -> object:
-    try:
-        return json.loads(text, object_pairs_hook=hook, parse_constant=_reject_constant)
-    except _Duplicate as exc:
-        raise HeaderError(f"duplicate key {exc.key!r} in header") from None
-    except json.JSONDecodeError as exc:
-        raise HeaderError(f"header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise HeaderError(f"header is not valid JSON: {exc}") from None
+def _refuse_absurd(raw: bytes) -> None:
+    """Refuse, before parsing, a header that would build more objects than any checkpoint has.
 
-
-def _surely_no_duplicates(text: str, value: dict) -> bool:
-    """Cheap proof that no object in the header repeats a key, else ``False`` (then look closer).
-
-    Each key in the parsed objects owns one ``:`` of the text; the only other colons sit inside
-    strings. Counting the keys of the two levels a header has, plus the colons inside their
-    strings, gives at most the colons of the text, and exactly that only when nothing was dropped
-    by a repeated key (and nothing is hidden in deeper levels or ``\\u`` escapes, which we do not
-    count and so send to the exact check).
-    """
-    if "\\" in text and "\\u" in text:  # one-byte memchr first: the pair search is 20x slower
-        return False
-    if set(map(type, value.values())) - {dict}:  # an entry that is not an object: exact parse
-        return False
-    keys = len(value) + sum(map(len, value.values()))
-    meta = value.get("__metadata__")
-    inside = "".join(value)
-    if isinstance(meta, dict):
-        inside += "".join(meta) + "".join(v for v in meta.values() if isinstance(v, str))
-    return text.count(":") == keys + inside.count(":")
+    Every tensor entry needs one ``{`` and every JSON value past the first of its container one
+    ``,``; braces and commas inside strings only make the counts larger, never smaller."""
+    objects = raw.count(b"{")
+    if objects > MAX_TENSORS + 2:
+        raise HeaderError(f"header holds {objects} JSON objects, more than the {MAX_TENSORS} tensors "
+                          "any checkpoint has; refused unparsed")
+    commas = raw.count(b",")
+    if commas > MAX_COMMAS:
+        raise HeaderError(f"header holds {commas} JSON values, far more than a checkpoint's "
+                          f"{MAX_TENSORS} tensors need; refused unparsed")
 
 
 def _decode(raw: bytes) -> dict:
@@ -115,11 +99,16 @@ def _decode(raw: bytes) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HeaderError(f"header is not valid UTF-8 (byte {exc.start + 8} of the file)") from None
-    value = _loads(text)
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except _Duplicate as exc:
+        raise HeaderError(f"duplicate key {exc.key!r} in header") from None
+    except json.JSONDecodeError as exc:
+        raise HeaderError(f"header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise HeaderError(f"header is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise HeaderError(f"header is a JSON {_json_type(value)}, not an object")
-    if not _surely_no_duplicates(text, value):
-        value = _loads(text, _no_duplicates)  # exact: names the repeated key, or finds none
     return value
 
 
@@ -156,22 +145,30 @@ def _json_type(value: object) -> str:
 
 
 def _entry(name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:
-    """One tensor entry -> (dtype, shape, begin, end); HeaderError when malformed."""
-    if not isinstance(info, dict):
+    """One tensor entry -> (dtype, shape, begin, end); HeaderError when malformed.
+
+    It runs once per tensor of every header scanned, so the checks are inlined (each a type test
+    or a comparison) rather than spread over helpers."""
+    if type(info) is not dict:
         raise HeaderError(f"tensor {name!r}: entry is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(dtype, str):
+    if type(dtype) is not str:
         raise HeaderError(f"tensor {name!r}: missing dtype")
-    if dtype not in DTYPE_BITS:
+    bits = DTYPE_BITS.get(dtype)
+    if bits is None:
         raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not _counts(shape):
+    if type(shape) is not list:
         raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    if not (_counts(offsets) and len(offsets) == 2):
+    for size in shape:  # ``type is int`` keeps booleans out
+        if type(size) is not int or size < 0:
+            raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        bits *= size
+    if (type(offsets) is not list or len(offsets) != 2 or type(offsets[0]) is not int
+            or type(offsets[1]) is not int or offsets[0] < 0 or offsets[1] < 0):
         raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} are not two non-negative integers")
     begin, end = offsets
     if end < begin:
         raise HeaderError(f"tensor {name!r}: data_offsets [{begin}, {end}] out of range (end before begin)")
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8:
         raise HeaderError(f"tensor {name!r}: {dtype} shape {shape} does not fill whole bytes")
     if end - begin != bits // 8:
@@ -211,47 +208,10 @@ def _check_layout(spans: list[tuple[int, int, str]], data_len: int) -> int:
     return cursor
 
 
-_DTYPE, _SHAPE, _OFFSETS = itemgetter("dtype"), itemgetter("shape"), itemgetter("data_offsets")
-
-
-def _well_formed(entries: dict) -> tuple[Table, int] | None:
-    """The tensor table and data length when every entry is well formed and the spans tile the
-    data, checked column-wise with C-level builtins; ``None`` sends the header to the
-    entry-by-entry checks that name what is wrong.
-
-    Tiling without sorting the spans: with every span non-empty, sorted begins equal to
-    ``[0] + sorted ends[:-1]`` means the spans chain from 0 to the last end with nothing
-    repeated or skipped (each span is an edge begin -> end going strictly forward).
-    """
-    infos = list(entries.values())
-    if set(map(type, infos)) - {dict}:
-        return None
-    try:
-        dtypes = list(map(_DTYPE, infos))
-        shapes = list(map(_SHAPE, infos))
-        offsets = list(map(_OFFSETS, infos))
-        if not set(dtypes) <= _WHOLE_BYTES.keys():  # unknown and sub-byte dtypes: one by one
-            return None
-    except (KeyError, TypeError):  # a missing field, an unhashable dtype
-        return None
-    if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list} or set(map(len, offsets)) - {2}:
-        return None
-    numbers = list(chain(chain.from_iterable(offsets), chain.from_iterable(shapes)))
-    if set(map(type, numbers)) - {int} or min(numbers, default=0) < 0:
-        return None
-    begins, ends = numbers[0:2 * len(offsets):2], numbers[1:2 * len(offsets):2]
-    nbytes = list(map(mul, map(math.prod, shapes), map(_WHOLE_BYTES.__getitem__, dtypes)))
-    if nbytes != list(map(sub, ends, begins)) or (nbytes and min(nbytes) == 0):
-        return None  # wrong sizes, end < begin; empty tensors take the exact path
-    begins.sort()
-    ends.sort()
-    if begins and (begins[0] != 0 or begins[1:] != ends[:-1]):
-        return None
-    return dict(zip(entries, zip(dtypes, map(tuple, shapes)))), (ends[-1] if ends else 0)
-
-
-def _checked_one_by_one(entries: dict, metadata: dict[str, str], data_len: int) -> tuple[Table, int]:
-    """Entry-by-entry validation that names the first problem; returns (table, data bytes)."""
+def _table(entries: dict, metadata: dict[str, str], data_len: int) -> tuple[Table, int]:
+    """Every entry checked in turn, then the layout; names the first problem. Returns (table,
+    data bytes). A failing header still hands out the names and shapes it could read, which tell
+    the classifier what the damaged file was."""
     tensors: Table = {}
     spans: list[tuple[int, int, str]] = []
     first_error: HeaderError | None = None
@@ -261,7 +221,7 @@ def _checked_one_by_one(entries: dict, metadata: dict[str, str], data_len: int) 
         except HeaderError as exc:
             first_error = first_error or exc
             known = _dtype_and_shape(info)
-            if known is not None:  # still tells the classifier what the file is
+            if known is not None:
                 tensors[name] = known
             continue
         tensors[name] = (dtype, shape)
@@ -275,69 +235,21 @@ def _checked_one_by_one(entries: dict, metadata: dict[str, str], data_len: int) 
         raise
 
 
-_gc_lock = threading.Lock()
-_gc_pauses = 0  # threads inside _gc_paused(); the first one in records the state, the last one out restores it
-_gc_was_enabled = False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block; the previous state comes back after it.
-
-    A header parse allocates thousands of dicts and lists (one per tensor entry). Each 700
-    allocations trigger a young collection, and their survivors soon a full one, which walks every
-    object of the process: in an application that has imported torch that is 10^5-10^6 objects,
-    and the collector, not the parser, becomes the larger share of a probe. Nothing the parse makes
-    can form a cycle (JSON is a tree; the table is dicts of tuples), so reference counting frees
-    all of it and pausing the collector loses nothing. A depth count keeps the collector paused
-    until the last of several concurrent parses (threads) ends, and the state from before the
-    first comes back (a collector the application had turned off stays off).
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
-
-
 def parse_header(raw: bytes, data_len: int) -> Header:
     """Validate header bytes ``raw``; ``data_len`` is the size of the file after the header."""
-    with _gc_paused():
-        header = _parse(raw, data_len)  # the parsed JSON is freed before the collector is back
-    return _with_coverage(header, data_len)
-
-
-def _parse(raw: bytes, data_len: int) -> Header:
+    _refuse_absurd(raw)
     value = _decode(raw)
     metadata, problems = _metadata(value.pop("__metadata__", None))
-    fast = _well_formed(value)
-    if fast is not None:
-        tensors, total = fast
-    else:
-        tensors, total = _checked_one_by_one(value, metadata, data_len)
-    return Header(tensors, metadata, total, tuple(problems))
-
-
-def _with_coverage(header: Header, data_len: int) -> Header:
-    """The tensors must cover the data region exactly: less data is a cut-off file."""
-    total = header.data_len
+    tensors, total = _table(value, metadata, data_len)
     if total > data_len:
         raise HeaderError(
             f"file is truncated: tensor data should be {total} bytes but only {data_len} are present "
             "(still being copied, or an interrupted download)",
-            incomplete=True, tensors=header.tensors, metadata=header.metadata,
+            incomplete=True, tensors=tensors, metadata=metadata,
         )
     if total < data_len:
         raise HeaderError(
             f"{data_len - total} unexpected bytes after the last tensor; the file is not valid safetensors",
-            tensors=header.tensors, metadata=header.metadata,
+            tensors=tensors, metadata=metadata,
         )
-    return header
+    return Header(tensors, metadata, total, tuple(problems))

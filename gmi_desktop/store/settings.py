@@ -7,6 +7,7 @@ Unknown keys in the TOML file are reported, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tomllib
@@ -114,3 +115,41 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None, *
             raise SettingsError(None, f"unknown setting {key!r}")
         values[key] = _coerce(key, known[key], raw, "command line")
     return Settings(**values, extra=extra)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def save_settings(changes: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``changes`` (field name -> value) into ``settings.toml``, keeping its other keys.
+
+    Values are checked like the file's own (a bad one is a :class:`SettingsError` and nothing is
+    written); the file is replaced atomically. Environment variables still win when loading.
+    """
+    from gmi_desktop.store.atomic import atomic_write_bytes
+
+    path = paths.settings_path() if path is None else path
+    known = {f.name: f.type for f in fields(Settings) if f.name != "extra"}
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(path, f"cannot read settings: {exc}") from None
+    for key, raw in changes.items():
+        if key not in known:
+            raise SettingsError(path, f"unknown setting {key!r}")
+        data[key] = _coerce(key, known[key], raw, "settings dialog")
+    text = "# GMI Desktop settings (written by the app; see store/settings.py)\n"
+    text += "".join(f"{key} = {_toml(value)}\n" for key, value in sorted(data.items()))
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

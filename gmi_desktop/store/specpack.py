@@ -17,12 +17,13 @@ listed twice; it is larger than :data:`MAX_ENTRY_BYTES` or inflates more than
 :data:`MAX_RATIO` times its compressed size (read with a hard limit, never trusting the declared
 size); its bytes do not match the manifest's SHA-256; it is not a valid specification file (our
 checked format: shapes, NaN/inf, checksum); its checkpoint or recipe disagrees with its key; its
-encoder or recipe is not the one this installation uses; or its feature width differs from the
-local specifications of that encoder. The destination name is always computed by us
+encoder is not the one this installation uses, or its recipe is not the one this installation
+builds for that checkpoint; or its feature width differs from the local specifications of that
+encoder. The destination name is always computed by us
 (:func:`~gmi_desktop.store.specfile.spec_filename`), never taken from the archive. Everything is
 checked before anything is written, each accepted file is written atomically, and a local
 specification is replaced only by a strictly more complete one (more images) of the same
-checkpoint and encoder: nothing else in the store is touched.
+checkpoint and encoder, or when its own recipe is outdated: nothing else in the store is touched.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import stat
 import tempfile
 import zipfile
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,13 @@ class SpecPackError(UserInputError):
 
 
 def recipe_digest(recipe: SpecRecipe) -> str:
-    """SHA-256 of how a specification was made, without *which* checkpoint: encoder, prompt-set
-    digest, generation settings and format version, as canonical JSON."""
+    """How a specification was made, without *which* checkpoint: the spec builder's digest of its
+    recipe (``generation["recipe_digest"]``: encoder, full prompt set, seeds, steps, scheduler,
+    guidance, resolution; shared by the coarse and the full specification), else the SHA-256 of
+    the recipe's canonical JSON without the checkpoint."""
+    digest = recipe.generation.get("recipe_digest")
+    if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        return digest
     payload = {"encoder_id": recipe.encoder_id, "prompt_set_digest": recipe.prompt_set_digest,
                "generation": dict(recipe.generation), "format_version": recipe.format_version}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -177,7 +183,7 @@ def _manifest(archive: zipfile.ZipFile, pack: Path) -> list[dict]:
 _FIELDS = {"file": str, "checkpoint_sha256": str, "recipe_digest": str, "encoder_id": str, "sha256": str}
 
 
-def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_dims) -> PackDecision:
+def _check_entry(entry, archive, infos, seen, encoder_id, expected, local_dims) -> PackDecision:
     if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _FIELDS.items()):
         return PackDecision(str(entry)[:80], "refused", "manifest entry lacks file, keys or checksum")
     name = entry["file"]
@@ -218,9 +224,10 @@ def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_
         return PackDecision(label, "refused", "its encoder differs from the manifest's")
     if encoder_id is not None and recipe.encoder_id != encoder_id:
         return PackDecision(label, "refused", f"made with {recipe.encoder_id}, this installation uses {encoder_id}")
-    if recipe_digests is not None and recipe_digest(recipe) not in recipe_digests:
+    wanted = (expected or {}).get(recipe.checkpoint_sha256)
+    if wanted is not None and recipe_digest(recipe) != wanted:
         return PackDecision(label, "refused", "its recipe (prompt set, generation settings) is not the one "
-                                              "this installation builds")
+                                              "this installation builds for that checkpoint")
     dims = local_dims.get(recipe.encoder_id)
     shape = (spec.image_features.shape[1], spec.prompt_features.shape[1])
     if dims is not None and shape != dims:
@@ -230,11 +237,13 @@ def _check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_
 
 
 def import_pack(pack: str | os.PathLike[str], store_dir: str | os.PathLike[str], *,
-                encoder_id: str | None = None, recipe_digests: Collection[str] | None = None) -> ImportResult:
+                encoder_id: str | None = None, expected: Mapping[str, str] | None = None) -> ImportResult:
     """Import the acceptable entries of ``pack`` into ``store_dir`` (see the module docstring).
 
-    ``encoder_id`` / ``recipe_digests``: what this installation uses (None: any). Raises
-    :class:`SpecPackError` only when the pack as a whole is unreadable.
+    ``encoder_id``: the encoder this installation uses (None: any); ``expected``: checkpoint
+    SHA-256 -> the recipe digest this installation builds for it (checkpoints not in it are
+    accepted under any recipe of that encoder). Raises :class:`SpecPackError` only when the pack
+    as a whole is unreadable.
     """
     pack = Path(pack)
     store = Path(store_dir)
@@ -250,7 +259,7 @@ def import_pack(pack: str | os.PathLike[str], store_dir: str | os.PathLike[str],
             entries = _manifest(archive, pack)
             seen: set[str] = set()
             for entry in entries:
-                result.decisions.append(_check_entry(entry, archive, infos, seen, encoder_id, recipe_digests, local_dims))
+                result.decisions.append(_check_entry(entry, archive, infos, seen, encoder_id, expected, local_dims))
             listed = seen | {MANIFEST}
             for info in infos:
                 if info.filename not in listed:
@@ -267,7 +276,9 @@ def import_pack(pack: str | os.PathLike[str], store_dir: str | os.PathLike[str],
             final.append(decision)
             continue
         mine = local_specs.get((spec.model_id, spec.recipe.encoder_id))
-        if mine is not None and mine[0].n_images >= spec.n_images:
+        wanted = (expected or {}).get(spec.recipe.checkpoint_sha256)
+        stale = mine is not None and wanted is not None and recipe_digest(mine[0].recipe) != wanted
+        if mine is not None and not stale and mine[0].n_images >= spec.n_images:
             final.append(PackDecision(decision.entry, "kept", f"the local specification of {spec.name} has "
                                       f"{mine[0].n_images} images (the pack's {spec.n_images})", spec, mine[1]))
             continue

@@ -36,7 +36,7 @@ def write_png_text(path: Path, fields: dict[str, str], image: Image.Image | None
     info = PngImagePlugin.PngInfo()
     for key, value in fields.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    (image or base_image()).save(path, pnginfo=info)
+    (image or base_image()).save(path, format="PNG", pnginfo=info)
     return path
 
 

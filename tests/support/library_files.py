@@ -24,14 +24,18 @@ def compact_checkpoint(family: str = "sd1", variant: str = "normal"):
 def write_checkpoint(path: Path, family: str = "sd1", *, seed: int = 0, variant: str = "normal",
                      metadata: dict | None = None) -> Path:
     """A real checkpoint file whose content depends on ``seed``: sparse data with 64 KiB of seeded
-    random bytes at the start of the data region (and a seeded ``__metadata__`` entry)."""
+    random bytes at the start and at the end of the data region (and a seeded ``__metadata__``
+    entry). A finished file does not end in zeros: that is how a preallocated download looks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"gmi.test_seed": str(seed), **(metadata or {})}
     write_safetensors_header(path, compact_checkpoint(family, variant), metadata=meta)
     header_len = probe(path).header_len
+    noise = random.Random(seed).randbytes(2 * 65536)
     with open(path, "r+b") as handle:
         handle.seek(header_len)
-        handle.write(random.Random(seed).randbytes(65536))
+        handle.write(noise[:65536])
+        handle.seek(-65536, os.SEEK_END)
+        handle.write(noise[65536:])
     return path
 
 
