@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gmi_desktop.core.errors import (
-    CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint,
+    CorruptCheckpoint, NotACheckpoint, UnsupportedCheckpoint, UserInputError,
 )
 from gmi_desktop.engine.quiet import quiet_loading
 from gmi_desktop.engine.sd_configs import FAMILIES, VARIANTS, config_dir as shipped_config_dir, tokenizer_dir
