@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from gmi_desktop.cli.main import main
+from gmi_desktop.core.progress import run as run_job
 from gmi_desktop.core.scores import DEFAULT_WEIGHTING
-from gmi_desktop.evaluation.benchmark import ALL_METHODS, markdown_table, run_benchmark
-from gmi_desktop.evaluation.demo import write_synthetic_benchmark
+from gmi_desktop.evaluation.benchmark import ALL_METHODS, markdown_table
+from gmi_desktop.evaluation.benchmark import run_benchmark as benchmark_job
 from gmi_desktop.evaluation.benchmark_format import BenchmarkFormatError, load_benchmark, write_benchmark
+from gmi_desktop.evaluation.demo import write_synthetic_benchmark
 from gmi_desktop.store.tensorfile import checked_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "bench_table_seed7.md"
@@ -26,25 +28,31 @@ def features_dir(tmp_path_factory):
     return folder
 
 
+def run_benchmark(*args, **kwargs):
+    return run_job(benchmark_job(*args, **kwargs))
+
+
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_toy_example_2_1(capsys):
-    code, out, _err = _run(capsys, "bench", "--toy", "example-2.1")
+def test_toy_example_2_1_reports_pick_rates_over_draws(capsys):
+    code, out, _err = _run(capsys, "bench", "--toy", "example-2.1", "--draws", "60", "--seed", "1")
     assert code == 0
-    baseline = [line for line in out.splitlines() if line.strip().startswith("RKME-CLIP")]
-    proposal = [line for line in out.splitlines() if line.strip().startswith("Proposal (Eq. 9)")]
-    assert len(baseline) == 2 and all("cannot tell f1 from f2" in line for line in baseline)
-    assert len(proposal) == 2
-    assert "picks f1 (right)" in proposal[0] and "picks f2 (right)" in proposal[1]
-    # the baseline's two scores are printed equal, the proposal's differ
-    f1, f2 = re.findall(r"\d+\.\d{6}", baseline[0])
-    assert f1 == f2
-    p1, p2 = map(float, re.findall(r"\d+\.\d{6}", proposal[0]))
-    assert p1 < p2
+    assert "Each of 60 draws (seed 1): 55 default prompts p ~ U(-1, 1)" in out and "U(0, 0.5)" in out
+    rows = {line.split("  ")[1].strip(): line for line in out.splitlines() if line.startswith("  RKME") or
+            line.startswith("  Proposal")}
+    assert len(rows) == 5
+    shares = {label: [float(x) / 100 for x in re.findall(r"(\d+\.\d)%", line)] for label, line in rows.items()}
+    assert all(len(v) == 3 and sum(v) == pytest.approx(1.0, abs=0.002) for v in shares.values())
+    baseline = shares["RKME-CLIP, Eq. 2 on a reduced set of 1 point (the benchmarked baseline)"]
+    default = next(v for k, v in shares.items() if k.endswith("(the default)"))
+    assert 0.3 < baseline[0] < 0.7 and default[0] > 0.85  # a coin flip against nearly always right
+    assert "The image-only baseline picks the right model in" in out
+    code, out4, _err = _run(capsys, "bench", "--toy", "example-2.1", "--draws", "4", "--gamma", "4")
+    assert code == 0 and "gamma = 4." in out4
 
 
 def test_bench_writes_json_markdown_and_plots_matching_in_process(features_dir, tmp_path, capsys):
@@ -125,12 +133,12 @@ def test_bad_features_dirs_exit_2_with_one_line(features_dir, tmp_path, capsys):
     assert code == 2 and "unknown method" in _one_error_line(err)
     code, _out, err = _run(capsys, "bench")
     assert code == 2 and "FEATURES_DIR" in _one_error_line(err)
-    for gamma in ("inf", "nan", "0"):
+    for gamma in ("inf", "nan", "0", "-1", "1e308", "20000"):
         code, out, err = _run(capsys, "bench", features_dir, "--gamma", gamma, "--no-sweep", "--no-plots",
                               "--out", tmp_path / "g")
-        assert code == 2 and out == "" and "--gamma must be a finite number > 0" in _one_error_line(err)
+        assert code == 2 and out == "" and "--gamma must be a number > 0 and at most 10000" in _one_error_line(err)
     code, _out, err = _run(capsys, "bench", "--weighting-study", "--gammas", "1", "inf")
-    assert code == 2 and "finite" in _one_error_line(err)
+    assert code == 2 and "--gammas must be a number > 0" in _one_error_line(err)
 
 
 def test_benchmark_format_round_trip_and_cross_checks(features_dir, tmp_path):
@@ -213,7 +221,14 @@ def test_synthetic_command_writes_a_loadable_benchmark(tmp_path, capsys):
 def test_demo_runs(capsys):
     code, out, err = _run(capsys, "demo", "--no-plots")
     assert code == 0, err
-    assert "Example 2.1" in out and "cannot tell f1 from f2" in out
+    assert "Example 2.1" in out and "Each of 1000 draws (seed 0)" in out
+    assert "The image-only baseline picks the right model in" in out
+    best = next(line for line in out.splitlines() if line.startswith("Best average rank: "))
+    method = best.split()[3].rstrip(".")
+    if method == f"proposal:{DEFAULT_WEIGHTING}":
+        assert "That is the default weighting" in best
+    elif method.startswith("proposal:"):  # the one line on why the best row here is not the default
+        assert f"Not the default ({DEFAULT_WEIGHTING})" in best and "docs/evaluation.md" in best
     assert "| Proposal (paper) |" in out and "| RKME-CLIP |" in out
     table = [line for line in out.splitlines() if line.startswith(f"| Proposal ({DEFAULT_WEIGHTING})")]
     assert float(table[0].split("|")[2]) > 2 / 16  # top-1 far above chance on the demo world
@@ -232,7 +247,7 @@ def test_weighting_study_service_on_small_worlds():
     from gmi_desktop.core.scores import WEIGHTINGS
     from gmi_desktop.evaluation.weighting_study import SCENARIOS, run_weighting_study, study_markdown
 
-    study = run_weighting_study([0, 1], images_per_query=(1, 2), world_overrides=SMALL)
+    study = run_job(run_weighting_study([0, 1], images_per_query=(1, 2), world_overrides=SMALL))
     assert len(study.cells) == len(SCENARIOS) * 2 * 4
     assert all(len(c.top1) == 2 and all(0 <= v <= 1 for v in c.top1) for c in study.cells)
     assert all(1 <= c.mean("average_rank") <= SMALL["n_models"] + 1 for c in study.cells)

@@ -145,7 +145,7 @@ def test_rank_ties_share_rank_and_order_by_id():
 
 
 def test_example_2_1_in_the_index():
-    specs, req, true_index = example_2_1(4)
+    specs, req, true_index = example_2_1(4, n_query=5, user_range=(-0.5, 0.0), sampling="grid")
     index = SpecIndex(specs, reduced_size=None)
     eq2 = index.score(req, "rkme_clip")
     assert eq2[0] == pytest.approx(eq2[1], abs=1e-6)

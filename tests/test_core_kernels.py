@@ -84,6 +84,21 @@ def test_ranks_follow_the_paper_with_ties():
         ranks_from_scores([0.1, float("nan")])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_rule_for_non_finite_scores(bad):
+    """Ranks of one query, orders, and the evaluation's ranks of the true model all refuse NaN
+    and both infinities (a score is a finite distance; anything else is a bug upstream)."""
+    from gmi_desktop.evaluation.metrics import ranks_of_true
+
+    scores = [0.1, bad, 0.3]
+    with pytest.raises(ValueError, match="finite"):
+        ranks_from_scores(scores)
+    with pytest.raises(ValueError, match="finite"):
+        order_from_scores(scores, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="finite"):
+        ranks_of_true(np.array([scores]), np.array([0]))
+
+
 def test_blas_thread_control_restores_the_previous_count():
     from gmi_desktop.core.blas import blas_thread_count, blas_threads
 

@@ -166,3 +166,74 @@ def test_a_converged_model_takes_no_further_rounds():
     np.testing.assert_array_equal(b, b_more)
     c_fewer, _ = reduce_sets(x, 1, GAMMA, seed=0, rounds=2)  # the slow ones were still moving
     assert not np.array_equal(c[3:], c_fewer[3:])
+
+
+def _circle(n):
+    """The paper's Example 2.1 default images: the unit circle at n evenly spaced angles."""
+    p = -1 + (2 * np.arange(n) + 1) / n
+    return np.stack([np.cos(np.pi * p), np.sin(np.pi * p)], 1)
+
+
+def _embedded(x, width, seed):
+    """``x`` rotated into ``width`` dimensions (same distances; more dimensions than points)."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((width, x.shape[1])))
+    return x @ q.T
+
+
+def _flat_and_symmetric_sets():
+    rng = np.random.default_rng(80)
+    pairs = rng.standard_normal((6, 5))
+    yield "circle (Example 2.1)", _circle(55), 1.0
+    yield "circle, finer gamma", _circle(55), 0.5
+    yield "square", np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]), 1.0
+    yield "pairs +-x", np.concatenate([pairs, -pairs]) / 2, 1.0
+    yield "duplicated points in 30 dimensions", _embedded(np.repeat(rng.standard_normal((4, 3)), 3, axis=0), 30, 2), 2.0
+    yield "a plane in 40 dimensions", _embedded(rng.standard_normal((20, 2)), 40, 3), 2.0
+    yield "more dimensions than points (not flat)", l2_normalize(rng.standard_normal((10, 30))), 2.0
+
+
+@pytest.mark.parametrize("case", list(_flat_and_symmetric_sets()), ids=lambda c: c[0])
+def test_flat_and_symmetric_sets_reach_the_point_space_optimum(case):
+    """Sets whose points span fewer dimensions than their number (a circle, duplicates, a plane)
+    have flat optima: the iteration must not stop early there (it once stopped at |c| = 0.081 on
+    the circle, where the optimum is the centre and the point-space iteration reaches 5e-5).
+    Sets with more dimensions than points run on a Cholesky factor or, when singular, on an
+    eigendecomposition of the Gram matrix: both are checked here too."""
+    _name, x, gamma = case
+    a = np.full(len(x), 1 / len(x))
+    for size in (1, 2):
+        c, b = reduce_set(x, size, gamma, seed=0)
+        c_ref, b_ref = reduce_set_pointwise(x, size, gamma, seed=0)
+        assert objective(c, b, x, a, gamma) == pytest.approx(objective(c_ref, b_ref, x, a, gamma), abs=1e-12)
+        assert rkme_distance(c, b, x, a, gamma) == pytest.approx(rkme_distance(c_ref, b_ref, x, a, gamma), abs=1e-9)
+    batched = reduce_sets(np.stack([x, x[::-1]]), 1, gamma, seed=0)
+    np.testing.assert_array_equal(batched[0][0], reduce_set(x, 1, gamma, seed=0)[0])
+
+
+def test_example_2_1_circle_reduces_to_its_centre():
+    """Size 1 on the whole circle: the best single point is the centre (|c| ~ 0), as the point
+    space iteration finds; the size-1 RKME-CLIP baseline then ties on the paper's toy."""
+    x = _circle(55)
+    c, b = reduce_set(x, 1, 1.0)
+    assert np.linalg.norm(c[0]) < 1e-3
+    assert b[0] == 1.0
+    # Rotated into 80 dimensions the minimum is as flat (quartic in |c|) and 30 rounds end about
+    # |c| = 0.03 for both iterations; with more rounds both go on towards the centre.
+    xe = _embedded(x, 80, 1)
+    a = np.full(55, 1 / 55)
+    ce, be = reduce_set(xe, 1, 1.0, rounds=300)
+    cr, br = reduce_set_pointwise(xe, 1, 1.0, rounds=300)
+    assert np.linalg.norm(ce[0]) < 0.02
+    assert objective(ce, be, xe, a, 1.0) == pytest.approx(objective(cr, br, xe, a, 1.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("width", [3, 40])  # points themselves / Cholesky coordinates
+def test_an_input_point_that_is_already_optimal_stays_exact(width):
+    """At a kernel so narrow that the points do not see each other, the start point is stationary:
+    it must come back bit for bit (rounding noise in the gradient is not a reason to move), or
+    exactly tied scores (a reported tie) would differ in the last bits."""
+    x = l2_normalize(np.random.default_rng(90).standard_normal((4, 12, width)))
+    c, b = reduce_sets(x, 1, 1e4, seed=0)
+    start = np.sort(np.random.default_rng(0).choice(12, size=1, replace=False))
+    np.testing.assert_array_equal(c[:, 0], x[:, start[0]])
+    np.testing.assert_array_equal(b, np.ones((4, 1)))

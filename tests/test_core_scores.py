@@ -126,7 +126,7 @@ def test_planted_model_ranks_first(t):
 
 def test_example_2_1_baseline_ties_and_proposal_separates():
     for seed, true in [(0, 0), (1, 1), (2, 0)]:
-        specs, req, true_index = example_2_1(seed, true_model=true)
+        specs, req, true_index = example_2_1(seed, n_query=5, user_range=(-0.5, 0.0), true_model=true, sampling="grid")
         assert true_index == true
         eq2 = [S.score_rkme_clip(s, req, reduced_size=None) for s in specs]
         assert eq2[0] == pytest.approx(eq2[1], rel=1e-9)
@@ -134,7 +134,7 @@ def test_example_2_1_baseline_ties_and_proposal_separates():
             prop = [S.score_proposal(s, req, weighting=weighting) for s in specs]
             assert int(np.argmin(prop)) == true_index
             assert abs(prop[0] - prop[1]) > 0.3
-    specs, req, _ = example_2_1(0, sampling="uniform")
+    specs, req, _ = example_2_1(0, n_query=5, user_range=(-0.5, 0.0))
     eq2 = [S.score_rkme_clip(s, req, reduced_size=None) for s in specs]
     prop = [S.score_proposal(s, req, weighting="paper") for s in specs]
     assert abs(prop[0] - prop[1]) > 3 * abs(eq2[0] - eq2[1])

@@ -24,7 +24,8 @@ class _Lines:
             self.say(f"{event.stage}: {event.message or event.item}")
 
 
-def run_zoo(args, seeds: list[int], output_folder: Callable[[Path], Path], say: Callable[[str], None]) -> int:
+def run_zoo(folder: Path, random_models: int, groups: int, seeds: list[int], gamma: float | None, out: Path | None,
+            output_folder: Callable[[Path], Path], say: Callable[[str], None]) -> int:
     from gmi_desktop.core.progress import run
     from gmi_desktop.engine.host import ModelHost
     from gmi_desktop.services.zoo import activated, make_zoo
@@ -33,10 +34,10 @@ def run_zoo(args, seeds: list[int], output_folder: Callable[[Path], Path], say: 
     from gmi_desktop.store.settings import Settings
 
     lines = _Lines(say)
-    zoo = run(make_zoo(output_folder(args.zoo), random_models=args.random_models, groups=args.groups), lines)
-    out = output_folder(args.out or zoo.folder / "results")
+    zoo = run(make_zoo(output_folder(folder), random_models=random_models, groups=groups), lines)
+    out = output_folder(out or zoo.folder / "results")
     with activated(zoo):  # its profile: afterwards the zoo's own catalog and specifications are built
-        settings = Settings(**zoo.settings_values(), **({"gamma": args.gamma} if args.gamma else {}))
+        settings = Settings(**zoo.settings_values(), **({"gamma": gamma} if gamma else {}))
         host = ModelHost(settings)
         catalog = Catalog(output_folder(zoo.data_dir) / "catalog.sqlite3")
         try:
@@ -58,7 +59,8 @@ def _write(result, out: Path, stem: str, say: Callable[[str], None]) -> int:
     return 0
 
 
-def run_images(args, output_folder: Callable[[Path], Path], say: Callable[[str], None]) -> int:
+def run_images(folder: Path, gamma: float | None, out: Path | None, output_folder: Callable[[Path], Path],
+               say: Callable[[str], None]) -> int:
     import tempfile
 
     from gmi_desktop.core.progress import run
@@ -67,9 +69,9 @@ def run_images(args, output_folder: Callable[[Path], Path], say: Callable[[str],
     from gmi_desktop.store.catalog import Catalog
     from gmi_desktop.store.settings import load_settings
 
-    settings = load_settings(**({"gamma": args.gamma} if args.gamma else {}))
-    out = output_folder(args.out or args.images.parent / f"{args.images.name}-results")
+    settings = load_settings(gamma=gamma)
+    out = output_folder(out or folder.parent / f"{folder.name}-results")
     lines = _Lines(say)
     with Catalog() as catalog, ModelHost(settings) as host, tempfile.TemporaryDirectory(prefix="gmi-bench-") as work:
-        result = run(run_images_bench(args.images, settings, host, catalog, Path(work)), lines)
+        result = run(run_images_bench(folder, settings, host, catalog, Path(work)), lines)
     return _write(result, out, "images-benchmark", say)

@@ -1,7 +1,8 @@
 """``gmi-desktop`` command line: argparse over the services; results on stdout, the rest on stderr.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser
-whose ``func(args) -> int`` does the work. A :class:`UserInputError` prints one line and exits 2;
+whose ``func(args) -> int`` does the work; :data:`SUBCOMMANDS` is the table of them. ``--debug``
+is accepted before or after the subcommand. A :class:`UserInputError` prints one line and exits 2;
 any other error exits 1 (traceback with ``--debug``).
 """
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet
             raise
         module.register(sub)
+    for subparser in sub.choices.values():  # `gmi-desktop scan --debug` as well as `--debug scan`
+        if "--debug" not in subparser._option_string_actions:
+            subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 

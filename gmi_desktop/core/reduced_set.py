@@ -15,13 +15,15 @@ Alternating minimisation, deterministic given ``seed``:
 The start is ``size`` distinct input points drawn with ``seed``. A size of at least ``N`` returns
 the input set itself (the exact embedding, ``J = 0``).
 
-Coefficient space. The start points are input points and every gradient is a combination of the
-``c_j`` and ``x_i``, so the points stay ``c = W x`` with ``W`` (size x N). The iteration runs on
-``W`` and the Gram matrix ``G = x x'``: ``c x' = W G``, ``c c' = W G W'``, and the gradient is
-``D x`` with ``D_j = 4 gamma b_j [ (sum_i A_ji) W_j - A_j - (sum_l B_jl) W_j + (B W)_j ]``
-(``A = a_i k(c_j, x_i)``, ``B = b_l k(c_j, c_l)``), ``||grad||^2 = sum(D G * D)``. This is the same
-iteration as in point space; only the feature width D drops out of it (N x N instead of N x D per
-model), and ``c = W x`` is formed once at the end.
+Coordinates. The iteration runs in point space, in coordinates of the data's span: any ``L``
+(N x r) with ``L L' = G = x x'`` is a copy of the points rotated into r <= N dimensions (the RBF
+kernel sees only distances), so the points are ``y`` (size x r) and every step costs O(N r)
+instead of O(N F) per point: ``L = x`` when F <= N, else the Cholesky factor of ``G`` (the
+eigendecomposition when ``G`` is singular). At the end ``c = x_start + ((y - y_start) L^+) x``
+(``c = y`` when ``L = x``).
+An earlier version iterated on coefficients ``W`` with ``c = W x``: when the points span fewer
+dimensions than N, ``W`` grew in directions that do not move ``c`` (to 1e5 on a circle) and
+``W G W'`` carried errors that stopped the line search early at a flat optimum.
 
 Batching. :func:`reduce_sets` runs the iteration for M models at once: every step is a stacked
 matmul over the models that still take it (per-model masks for converged rounds, gradient steps,
@@ -39,6 +41,7 @@ import numpy as np
 
 _OPT_CHUNK = 2048  # models optimised together (bounds the stacked Gram matrices)
 _DATA_CHUNK_BYTES = 4 << 20  # float64 points converted at a time (stays in cache for the matmul)
+_ROUNDING = 64 * np.finfo(np.float64).eps  # relative size of rounding noise in a gradient
 
 
 def project_to_simplex(v: np.ndarray) -> np.ndarray:
@@ -83,11 +86,11 @@ def _take(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return arr if len(rows) == len(arr) else arr[rows]
 
 
-def _kernels(p: np.ndarray, w: np.ndarray, gdiag: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """``K_cx`` (M, s, N) and ``K_cc`` (M, s, s) from ``P = W G`` and ``W``."""
-    cc = p @ w.transpose(0, 2, 1)
+def _kernels(p: np.ndarray, y: np.ndarray, ldiag: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``K_cx`` (M, s, N) and ``K_cc`` (M, s, s) from the points ``y`` and ``p = y L'``."""
+    cc = y @ y.transpose(0, 2, 1)
     cn = np.diagonal(cc, axis1=1, axis2=2)
-    kcx = np.exp(-gamma * np.maximum(cn[:, :, None] + gdiag[:, None, :] - 2.0 * p, 0.0))
+    kcx = np.exp(-gamma * np.maximum(cn[:, :, None] + ldiag[:, None, :] - 2.0 * p, 0.0))
     kcc = np.exp(-gamma * np.maximum(cn[:, :, None] + cn[:, None, :] - 2.0 * cc, 0.0))
     return kcx, kcc
 
@@ -101,28 +104,32 @@ def _objective(kcx, kcc, a, b, kxx):
     return (_weighted_rows(kcc, b) * b).sum(1) - 2.0 * (_weighted_rows(kcx, a) * b).sum(1) + kxx
 
 
-def _gradient(kcx, kcc, w, a, b, gamma):
-    """Coefficients ``D`` (M, s, N) of the point gradient ``D x`` (see the module docstring)."""
+def _gradient(kcx, kcc, l, y, a, b, gamma):
+    """``dJ/dy`` (M, s, r): the point gradient of the module docstring, in coordinates."""
     att = kcx * a[:, None, :]
     rep = kcc * b[:, None, :]
-    inner = (att.sum(2) - rep.sum(2))[:, :, None] * w - att + rep @ w
-    return (4.0 * gamma) * b[:, :, None] * inner
+    pull = (att.sum(2) - rep.sum(2))[:, :, None]
+    return (4.0 * gamma) * b[:, :, None] * (pull * y - att @ l + rep @ y)
 
 
-def _point_steps(g, gdiag, a, kxx, w, p, b, value, step, gamma):
-    """Up to 10 Armijo gradient steps on the points of every model. ``w``, ``p = w G``, ``value``
-    and ``step`` are updated in place; a step moves ``p`` by ``-step D G`` (no new product)."""
-    moving = np.arange(len(w))
+def _point_steps(l, ldiag, a, kxx, y, p, b, value, step, gamma):
+    """Up to 10 Armijo gradient steps on the points of every model. ``y``, ``p = y L'``,
+    ``value`` and ``step`` are updated in place."""
+    moving = np.arange(len(y))
     for _ in range(10):
         if moving.size == 0:
             return
-        wm, pm, bm = w[moving], p[moving], b[moving]
-        kcx, kcc = _kernels(pm, wm, gdiag[moving], gamma)
-        d = _gradient(kcx, kcc, wm, a[moving], bm, gamma)
-        dg = d @ _take(g, moving)
-        gnorm2 = (dg * d).sum(axis=(1, 2))
-        keep = gnorm2 >= 1e-30
-        moving, pm, wm, bm, d, dg, gnorm2 = (arr[keep] for arr in (moving, pm, wm, bm, d, dg, gnorm2))
+        ym, pm, bm = y[moving], p[moving], b[moving]
+        kcx, kcc = _kernels(pm, ym, ldiag[moving], gamma)
+        lm = _take(l, moving)
+        dy = _gradient(kcx, kcc, lm, ym, a[moving], bm, gamma)
+        dp = dy @ lm.transpose(0, 2, 1)
+        gnorm2 = (dy * dy).sum(axis=(1, 2))
+        # a gradient at the rounding level of its own terms (4 gamma |y|) is zero: moving on it
+        # would only shift a stationary point (an input point at a very narrow kernel) by noise
+        rounding = _ROUNDING * 4.0 * gamma * np.abs(ym).max(axis=(1, 2))
+        keep = (gnorm2 >= 1e-30) & (gnorm2 > rounding * rounding)
+        moving, ym, pm, bm, dy, dp, gnorm2 = (arr[keep] for arr in (moving, ym, pm, bm, dy, dp, gnorm2))
         step[moving] *= 1.5
         searching = np.arange(len(moving))
         for _ in range(40):
@@ -130,46 +137,80 @@ def _point_steps(g, gdiag, a, kxx, w, p, b, value, step, gamma):
                 break
             sel = moving[searching]
             st = step[sel][:, None, None]
-            trial_w = wm[searching] - st * d[searching]
-            trial_p = pm[searching] - st * dg[searching]
-            kcx, kcc = _kernels(trial_p, trial_w, gdiag[sel], gamma)
+            trial_y = ym[searching] - st * dy[searching]
+            trial_p = pm[searching] - st * dp[searching]
+            kcx, kcc = _kernels(trial_p, trial_y, ldiag[sel], gamma)
             trial_value = _objective(kcx, kcc, a[sel], bm[searching], kxx[sel])
             ok = trial_value <= value[sel] - 0.5 * step[sel] * gnorm2[searching]
-            w[sel[ok]], p[sel[ok]] = trial_w[ok], trial_p[ok]
+            y[sel[ok]], p[sel[ok]] = trial_y[ok], trial_p[ok]
             value[sel[ok]] = trial_value[ok]
             step[sel[~ok]] *= 0.5
             searching = searching[~ok]
         moving = np.delete(moving, searching)  # a failed line search ends that model's steps
 
 
-def _optimise(g, a, w, gamma, rounds, tol):
-    """Alternating minimisation from coefficients ``w`` (M, s, N), updated in place, given Gram
-    matrices ``g`` (M, N, N) and target weights ``a`` (M, N); returns the simplex weights (M, s)."""
-    m, s, _ = w.shape
+def _optimise(g, l, a, y, gamma, rounds, tol):
+    """Alternating minimisation from the points ``y`` (M, s, r) in the coordinates ``l`` (M, N, r)
+    (``l l' = g``, the Gram matrices (M, N, N)), target weights ``a`` (M, N); ``y`` is updated in
+    place; returns the simplex weights (M, s)."""
+    m, s, _ = y.shape
     gdiag = np.ascontiguousarray(np.diagonal(g, axis1=1, axis2=2))
     kxx_mat = np.exp(-gamma * np.maximum(gdiag[:, :, None] + gdiag[:, None, :] - 2.0 * g, 0.0))
     kxx = (_weighted_rows(kxx_mat, a) * a).sum(1)
     del kxx_mat
+    ldiag = np.einsum("mnr,mnr->mn", l, l)
+    p = y @ l.transpose(0, 2, 1)
     b = np.full((m, s), 1.0 / s)
-    value = _objective(*_kernels(w @ g, w, gdiag, gamma), a, b, kxx)
+    value = _objective(*_kernels(p, y, ldiag, gamma), a, b, kxx)
     step = np.full(m, 1.0 / (4.0 * gamma))
     live = np.arange(m)
     for _ in range(rounds):
         if live.size == 0:
             break
         start_value = value[live]
-        gl, wl, al, dl = _take(g, live), w[live], a[live], gdiag[live]
-        pl = wl @ gl
-        kcx, kcc = _kernels(pl, wl, dl, gamma)
+        ll, yl, pl, al, dl = _take(l, live), y[live], p[live], a[live], ldiag[live]
+        kcx, kcc = _kernels(pl, yl, dl, gamma)
         bl = simplex_qp(kcc, _weighted_rows(kcx, al), b[live])
         vl = _objective(kcx, kcc, al, bl, kxx[live])
         stl = step[live]
-        _point_steps(gl, dl, al, kxx[live], wl, pl, bl, vl, stl, gamma)
-        w[live], b[live], value[live], step[live] = wl, bl, vl, stl
+        _point_steps(ll, dl, al, kxx[live], yl, pl, bl, vl, stl, gamma)
+        y[live], p[live], b[live], value[live], step[live] = yl, pl, bl, vl, stl
         converged = start_value - vl <= tol * np.maximum(np.abs(start_value), 1e-300)
         live = live[~converged]
-    kcx, kcc = _kernels(w @ g, w, gdiag, gamma)
+    kcx, kcc = _kernels(p, y, ldiag, gamma)
     return simplex_qp(kcc, _weighted_rows(kcx, a), b)
+
+
+def _square_roots(g: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """``L`` (M, N, N) with ``L L' = G`` per model: the Cholesky factor, or for a singular ``G``
+    (points spanning fewer than N dimensions) ``U sqrt(lambda)`` of its eigendecomposition, whose
+    pseudo-inverse is returned by model index. Decided model by model, so a model's factor does
+    not depend on its batch."""
+    try:
+        return np.linalg.cholesky(g), {}
+    except np.linalg.LinAlgError:
+        pass
+    out, pinv = np.empty_like(g), {}
+    for i, gi in enumerate(g):
+        try:
+            out[i] = np.linalg.cholesky(gi)
+        except np.linalg.LinAlgError:
+            lam, u = np.linalg.eigh(gi)
+            root = np.sqrt(np.maximum(lam, 0.0))
+            out[i] = u * root
+            kept = lam > lam[-1] * len(lam) * np.finfo(np.float64).eps
+            pinv[i] = np.where(kept[:, None], u.T / np.where(kept, root, 1.0)[:, None], 0.0)
+    return out, pinv
+
+
+def _coefficients(y: np.ndarray, l: np.ndarray, pinv: dict[int, np.ndarray]) -> np.ndarray:
+    """``W = y L^+`` (M, s, N): the combination ``W x`` of the input points that ``y`` stands for."""
+    w = np.linalg.solve(l.transpose(0, 2, 1), y.transpose(0, 2, 1)).transpose(0, 2, 1) if not pinv else None
+    if w is None:
+        w = np.empty((len(y), y.shape[1], l.shape[1]))
+        for i in range(len(y)):
+            w[i] = y[i] @ pinv[i] if i in pinv else np.linalg.solve(l[i].T, y[i].T).T
+    return w
 
 
 def _as_sets(point_sets, weights):
@@ -246,15 +287,26 @@ def reduce_sets(
         for lo in range(0, len(group), _OPT_CHUNK):
             rows = group[lo : lo + _OPT_CHUNK]
             g = np.empty((len(rows), n, n))
+            l = np.empty((len(rows), n, dim)) if dim <= n else g  # F <= N: the points themselves
             for d0 in range(0, len(rows), data_chunk):
                 x = _padded(sets, rows[d0 : d0 + data_chunk], n, dim)
                 g[d0 : d0 + len(x)] = x @ x.transpose(0, 2, 1)
-            w = np.zeros((len(rows), size, n))
-            w[:, np.arange(size), start] = 1.0
-            b[rows] = _optimise(g, a[rows, :n], w, float(gamma), rounds, tol)
+                if dim <= n:
+                    l[d0 : d0 + len(x)] = x
+            pinv: dict[int, np.ndarray] = {}
+            if dim > n:
+                l, pinv = _square_roots(g)
+            y0 = np.ascontiguousarray(l[:, start])
+            y = y0.copy()
+            b[rows] = _optimise(g, l, a[rows, :n], y, float(gamma), rounds, tol)
+            if dim <= n:
+                c[rows] = y
+                continue
+            w = _coefficients(y - y0, l, pinv)  # the moves only: a point that never moved stays exact
             for d0 in range(0, len(rows), data_chunk):
                 part = rows[d0 : d0 + data_chunk]
-                c[part] = w[d0 : d0 + len(part)] @ _padded(sets, part, n, dim)
+                x = _padded(sets, part, n, dim)
+                c[part] = x[:, start] + w[d0 : d0 + len(part)] @ x
     return c, b
 
 

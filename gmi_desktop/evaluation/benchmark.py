@@ -7,7 +7,8 @@ needs data the benchmark lacks (RKME-Basic without pixels) is left out with a no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from gmi_desktop.core.errors import UserInputError
 from gmi_desktop.core.index import SpecIndex
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
+from gmi_desktop.core.progress import CancelFn, Job, Progress, check_cancel
 from gmi_desktop.core.scores import DEFAULT_WEIGHTING, WEIGHTINGS
 from gmi_desktop.core.spec import Requirement, Specification
 from gmi_desktop.evaluation.metrics import (
@@ -28,7 +30,19 @@ from gmi_desktop.evaluation.metrics import (
 
 BASELINES = ("download", "rkme-basic", "rkme-clip", "rkme-concat")
 ALL_METHODS = BASELINES + tuple(f"proposal:{w}" for w in WEIGHTINGS)
-Progress = Callable[[str], None]
+# Unit-norm features have squared distances in [0, 4]; at gamma 1e4 the kernel of any two features
+# farther apart than cosine 0.995 is below float32's range, so larger widths only overflow.
+MAX_GAMMA = 1e4
+
+
+def check_gamma(gamma: float, what: str = "gamma") -> float:
+    """``gamma`` as a float if ``0 < gamma <= MAX_GAMMA``, else a one-line UserInputError."""
+    value = float(gamma)
+    if not (math.isfinite(value) and 0 < value <= MAX_GAMMA):
+        raise UserInputError(None, f"{what} must be a number > 0 and at most {MAX_GAMMA:g}, got {gamma!r}",
+                             "unit-norm features need gamma between about 0.1 and 100 (default "
+                             f"{DEFAULT_GAMMA:g})")
+    return value
 
 
 class UnknownMethod(UserInputError):
@@ -141,10 +155,12 @@ def run_benchmark(
     images_per_query: int = 1,
     sweep_methods: Sequence[str] | None = None,
     sweep_gammas: Sequence[float] | None = None,
-    progress: Progress | None = None,
-) -> BenchmarkReport:
-    """Evaluate each method; sweep gamma for ``sweep_methods`` (default: RKME-CLIP + proposal)."""
-    say = progress or (lambda _msg: None)
+    cancel: CancelFn | None = None,
+) -> Job[BenchmarkReport]:
+    """Evaluate each method; sweep gamma for ``sweep_methods`` (default: RKME-CLIP + the default
+    proposal). A job (``core.progress``): yields a ``Progress`` per step ("scoring", then "sweep"
+    once per method and gamma), returns the :class:`BenchmarkReport`."""
+    gamma = check_gamma(gamma)
     chosen = parse_methods(methods)
     notes: list[str] = []
     pixels = has_pixels(specs, tasks)
@@ -153,26 +169,33 @@ def run_benchmark(
         notes.append("rkme-basic left out: the benchmark has no pixel features")
     if not chosen:
         raise UserInputError(None, "nothing to run: " + "; ".join(notes), "choose other --methods")
-    index = SpecIndex(specs, gamma=gamma)
-    model_ids = tuple(s.model_id for s in specs)
-    reqs, true = build_requirements(tasks, images_per_query, pixels and "rkme-basic" in chosen)
-    say(f"{len(specs)} models, {len(reqs)} queries of {images_per_query} image(s), gamma {gamma:g}")
-    say("scoring " + ", ".join(chosen) + " ...")
-    results = evaluate_methods(index, reqs, true, chosen, images_per_query, model_ids)
     if sweep_methods is None:
         sweep_methods = [m for m in ("rkme-clip", f"proposal:{DEFAULT_WEIGHTING}") if m in chosen]
-    grid = tuple(sweep_gammas) if sweep_gammas else gamma_grid(tasks.image_features)
-    indexes = {float(gamma): index}
-
-    def run_at(method: str, g: float) -> EvaluationResult:
-        if g not in indexes:
-            indexes[g] = SpecIndex(specs, gamma=g)
-        return evaluate_methods(indexes[g], reqs, true, [method], images_per_query, model_ids)[0]
-
-    sweeps = {}
+    sweep_methods = parse_methods(sweep_methods) if sweep_methods else ()
+    grid = tuple(check_gamma(g, "a sweep gamma") for g in sweep_gammas) if sweep_gammas else gamma_grid(tasks.image_features)
+    model_ids = tuple(s.model_id for s in specs)
+    reqs, true = build_requirements(tasks, images_per_query, pixels and "rkme-basic" in chosen)
+    total = 1 + len(sweep_methods) * len(grid)
+    yield Progress("scoring", 0, total, message=f"{len(specs)} models, {len(reqs)} queries of {images_per_query} "
+                   f"image(s), gamma {gamma:g}: scoring " + ", ".join(chosen))
+    index = SpecIndex(specs, gamma=gamma)
+    results = evaluate_methods(index, reqs, true, chosen, images_per_query, model_ids)
+    indexes = {gamma: index}
+    sweeps: dict[str, list[GammaPoint]] = {}
+    done = 1
     for method in sweep_methods:
-        say(f"gamma sweep of {method} over {len(grid)} values ...")
-        sweeps[method] = gamma_sweep(lambda g, m=method: run_at(m, g), grid)
+        points = []
+        for g in grid:
+            check_cancel(cancel)
+            yield Progress("sweep", done, total, item=method, message=f"gamma sweep of {method}: gamma {g:g} "
+                           f"({len(points) + 1}/{len(grid)})")
+            if g not in indexes:
+                indexes[g] = SpecIndex(specs, gamma=g)
+            points.extend(gamma_sweep(lambda x, m=method: evaluate_methods(
+                indexes[x], reqs, true, [m], images_per_query, model_ids)[0], [g]))
+            done += 1
+        sweeps[method] = points
+    yield Progress("done", total, total, message="benchmark done")
     notes += tie_notes(results, sweeps)
     return BenchmarkReport(model_ids, tasks.n_images, images_per_query, gamma, results, sweeps, notes)
 
@@ -223,6 +246,6 @@ def display_name(method: str) -> str:
 
 
 __all__ = [
-    "ALL_METHODS", "BASELINES", "BenchmarkReport", "UnknownMethod", "build_requirements",
+    "ALL_METHODS", "BASELINES", "MAX_GAMMA", "BenchmarkReport", "UnknownMethod", "build_requirements", "check_gamma",
     "display_name", "evaluate_methods", "markdown_table", "parse_methods", "run_benchmark", "score_methods",
 ]

@@ -84,13 +84,16 @@ def write_benchmark(
     task_prompts: Sequence[str] = (),
     extra: dict | None = None,
 ) -> Path:
-    """Write a FEATURES_DIR; ``tasks.true_model`` indexes ``specs``. Every file is atomic."""
+    """Write a FEATURES_DIR; ``tasks.true_model`` indexes ``specs``. Every file is atomic. A folder
+    that holds a benchmark already is cleared of it first (:func:`clear_benchmark`); a folder that
+    holds anything else is refused."""
     folder = Path(folder)
     ids = [s.model_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("model ids must be unique")
     if tasks.true_model.size and (tasks.true_model.min() < 0 or tasks.true_model.max() >= len(specs)):
         raise ValueError("tasks.true_model must index the specs")
+    clear_benchmark(folder)
     store = SpecStore(folder / SPECS_DIR, load=False)
     (folder / SPECS_DIR).mkdir(parents=True, exist_ok=True)
     for spec in specs:
@@ -120,6 +123,39 @@ def write_benchmark(
     }
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return folder
+
+
+def clear_benchmark(folder: Path) -> list[Path]:
+    """Make ``folder`` ready for a new benchmark: nothing to do if it is new or empty; if it holds a
+    benchmark (a valid manifest), remove that benchmark's files (spec files, tasks file, manifest)
+    and return them; anything else is a :class:`BenchmarkFormatError` (nothing is deleted)."""
+    hint = "choose an empty or new folder"
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise BenchmarkFormatError(folder, "exists and is not a folder", hint)
+    if not any(folder.iterdir()):
+        return []
+    try:
+        manifest = _read_manifest(folder / MANIFEST)
+    except BenchmarkFormatError:
+        raise BenchmarkFormatError(folder, "is not empty and holds no benchmark (no valid manifest.json)",
+                                   hint) from None
+    specs_dir = folder / _plain_name(manifest.get("specs_dir"), SPECS_DIR)
+    tasks_file = folder / _plain_name(manifest.get("tasks_file"), TASKS_FILE)
+    stale = sorted(specs_dir.glob("*.safetensors")) if specs_dir.is_dir() else []
+    stale += [p for p in (tasks_file, folder / MANIFEST) if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def _plain_name(value, default: str) -> str:
+    """A manifest's file name if it names an entry of the folder itself, else ``default``: what
+    :func:`clear_benchmark` deletes never lies outside the folder."""
+    if isinstance(value, str) and value not in ("", ".", "..") and Path(value).name == value:
+        return value
+    return default
 
 
 def load_benchmark(folder: str | os.PathLike[str]) -> Benchmark:

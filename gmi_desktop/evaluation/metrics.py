@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from gmi_desktop.core.ranking import finite_scores
+
 TOP_K = tuple(range(1, 9))
 PAPER_GAMMA_GRID = (0.005, 0.006, 0.007, 0.008, 0.009, 0.01, 0.02, 0.03, 0.04, 0.05)
 # Multiples of the median heuristic gamma = 1 / median(||x - y||^2): a grid that fits any
@@ -86,13 +88,12 @@ def _unique_in_order(values: np.ndarray) -> list:
 
 
 def ranks_of_true(scores: np.ndarray, true_model: np.ndarray) -> np.ndarray:
-    """Rank of the true model per task: 1 + number of models with a strictly smaller score."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """Rank of the true model per task: 1 + number of models with a strictly smaller score
+    (scores must be finite: ``core.ranking.finite_scores``, the rule of every ranking)."""
+    scores = finite_scores(scores)
     true_model = np.asarray(true_model, dtype=np.int64)
     if scores.ndim != 2 or true_model.shape != (scores.shape[0],):
         raise ValueError(f"scores must be (tasks, models) and true_model (tasks,), got {scores.shape}, {true_model.shape}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinity")
     own = scores[np.arange(scores.shape[0]), true_model]
     return 1 + np.sum(scores < own[:, None], axis=1)
 

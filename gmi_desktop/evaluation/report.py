@@ -3,6 +3,8 @@
 matplotlib (Agg backend) is imported inside :func:`write_plots` only, so the CLI starts fast.
 Files: ``results.json``, ``table.md``, ``topk.png`` (top-k accuracy curve per method),
 ``confusion-<method>.png`` (true model x top-1 prediction, A.6), ``gamma-sweep.png`` (A.7).
+Plots of an earlier report in the same folder that this one does not write (all of them with
+``plots=False``) are removed, so the folder never shows plots of other results.
 """
 
 from __future__ import annotations
@@ -32,7 +34,27 @@ def write_report(report: BenchmarkReport, out_dir: str | Path, title: str = "", 
     written.append(out / "table.md")
     if plots:
         written += write_plots(report, out)
+    remove_stale_plots(out, keep=written)
     return written
+
+
+def remove_report(out: Path) -> list[Path]:
+    """Delete every file a report writes from ``out`` (results of another benchmark)."""
+    gone = [p for p in (out / "results.json", out / "table.md") if p.is_file()]
+    for path in gone:
+        path.unlink()
+    return gone + remove_stale_plots(out)
+
+
+def remove_stale_plots(out: Path, keep: list[Path] = ()) -> list[Path]:
+    """Delete the report plots in ``out`` (``topk.png``, ``gamma-sweep.png``, ``confusion-*.png``)
+    that are not in ``keep``; returns what was removed."""
+    kept = {p.name for p in keep}
+    stale = [p for p in (out / "topk.png", out / "gamma-sweep.png", *sorted(out.glob("confusion-*.png")))
+             if p.name not in kept and p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def _save(fig, path: Path) -> Path:

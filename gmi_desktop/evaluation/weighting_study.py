@@ -11,20 +11,26 @@ many of a method's mistakes went to a model whose own prompts are about the quer
 (against the share expected if mistakes ignored prompts). The decoy scenario isolates winning
 "from its prompts alone": one extra model whose prompt texts paraphrase the task prompts but
 whose images are ordinary; it never made a task image, so every query it wins is a mistake.
+
+Reproducibility: worlds are seeded and a rerun on one machine gives the same bytes (also with
+another BLAS thread count). Across machines it need not: ``SpecIndex`` scores in float32, whose
+last bits depend on the CPU's BLAS kernels, and a query whose true model is within ~2e-7 of
+another model's score can change rank by one (docs/evaluation.md, "Reproducibility").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gmi_desktop.core.index import SpecIndex
 from gmi_desktop.core.kernels import DEFAULT_GAMMA
+from gmi_desktop.core.progress import CancelFn, Job, Progress, check_cancel
 from gmi_desktop.core.scores import WEIGHTINGS
-from gmi_desktop.evaluation.benchmark import build_requirements, display_name, evaluate_methods
+from gmi_desktop.evaluation.benchmark import build_requirements, check_gamma, display_name, evaluate_methods
 from gmi_desktop.evaluation.synthetic import make_world, prompt_driven_share, world_specifications
 
 SCENARIOS = {
@@ -90,10 +96,13 @@ def run_weighting_study(
     images_per_query: Sequence[int] = (1, 3),
     methods: Sequence[str] = STUDY_METHODS,
     world_overrides: dict | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> WeightingStudy:
-    say = progress or (lambda _m: None)
+    cancel: CancelFn | None = None,
+) -> Job[WeightingStudy]:
+    """The study as a job (``core.progress``): one ``Progress`` per (scenario, seed, gamma, query
+    size), returning the :class:`WeightingStudy`."""
+    gammas = [check_gamma(g) for g in gammas]
     cells: dict[tuple, StudyCell] = {}
+    total, done = len(SCENARIOS) * len(seeds) * len(gammas) * len(images_per_query), 0
     for scenario, setting in SCENARIOS.items():
         own, decoy = setting.get("own_prompts", False), setting.get("decoy", False)
         for seed in seeds:
@@ -104,7 +113,10 @@ def run_weighting_study(
                 for t in images_per_query:
                     reqs, true = build_requirements(world.tasks, t, with_pixels=False)
                     queries = world.tasks.queries(t)
-                    say(f"{scenario}, seed {seed}, gamma {gamma:g}, {t} image(s) per query: {len(reqs)} queries")
+                    check_cancel(cancel)
+                    yield Progress("study", done, total, item=scenario, message=f"{scenario}, seed {seed}, "
+                                   f"gamma {gamma:g}, {t} image(s) per query: {len(reqs)} queries")
+                    done += 1
                     for res in evaluate_methods(index, reqs, true, methods, t, world.model_ids):
                         key = (scenario, t, float(gamma), res.method)
                         cell = cells.setdefault(key, StudyCell(*key))
