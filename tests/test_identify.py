@@ -359,6 +359,10 @@ def test_cli_identify_ranks_and_refuses_bad_input(world, tmp_path, monkeypatch, 
     rows = [line for line in out.splitlines() if line[:1].isdigit()]
     assert len(rows) == 2 and rows[0].split()[1] == "dreamy"
     assert "prompt (user): a red house" in out
+    monkeypatch.setenv("GMI_TOP_K", "1")  # --top defaults to the top_k setting
+    assert main(["identify", str(query), "--prompt", "a red house"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]) == 1
+    monkeypatch.delenv("GMI_TOP_K")
     assert main(["identify", str(query), "--prompt", "a green tree", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ranking"][0]["name"] == "other" and doc["prompt_source"] == "user"

@@ -66,3 +66,19 @@ def test_atomic_write_replaces_whole_file(tmp_path):
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_top_k_setting_from_file_and_env_at_least_one(tmp_path):
+    from gmi_desktop.store.settings import save_settings
+
+    assert Settings().top_k == 10
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text("top_k = 3\n")
+    assert load_settings(cfg, env={}).top_k == 3
+    assert load_settings(cfg, env={"GMI_TOP_K": "25"}).top_k == 25
+    for bad in ({"GMI_TOP_K": "0"}, {"GMI_TOP_K": "-4"}):
+        with pytest.raises(SettingsError, match="top_k.*at least 1"):
+            load_settings(cfg, env=bad)
+    with pytest.raises(SettingsError, match="top_k"):
+        save_settings({"top_k": 0}, cfg)
+    assert cfg.read_text() == "top_k = 3\n"  # nothing written

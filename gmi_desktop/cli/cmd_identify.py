@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt", help="the prompt to score with (default: the one embedded in the image, "
                                          "else the interrogator's pseudo-prompt)")
     parser.add_argument("--method", help=f"scoring method: {', '.join(METHODS)} (default: the settings', proposal)")
-    parser.add_argument("--top", type=int, default=10, metavar="K", help="show the K best models (default 10)")
+    parser.add_argument("--top", type=int, metavar="K",
+                        help="show the K best models (default: the top_k setting, 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=main)
 
@@ -112,11 +113,13 @@ def render(result: Identification, top: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.top < 1:
+    if args.top is not None and args.top < 1:
         raise UserInputError(None, f"--top must be at least 1, got {args.top}")
     if args.method is not None and args.method not in METHODS:
         raise UserInputError(None, f"unknown method {args.method!r}", f"use one of {', '.join(METHODS)}")
     settings = load_settings()
+    if args.top is None:
+        args.top = settings.top_k
     host = ModelHost(settings)
     try:
         result = run(Identifier(settings, host).identify(args.images, prompt=args.prompt, method=args.method),

@@ -109,6 +109,21 @@ class Backend:
         yield Progress("reading", 0, len(images), message="reading image metadata")
         return self._identifier(self.open_host(warm=False)).metadata_only(images)
 
+    def missing_weights(self, *, cancel: CancelFn | None = None) -> Generator[Progress, None, list[Any]]:
+        """The CLIP/BLIP weights this computer lacks (``services.weights.WeightsNeed``; no network)."""
+        from gmi_desktop.services.weights import missing_weights
+
+        yield Progress("checking", message="looking for the CLIP and BLIP weights")
+        check_cancel(cancel)
+        return missing_weights(self.settings)
+
+    def download_weights(self, needs: Sequence[Any] | None = None, *,
+                         cancel: CancelFn | None = None) -> Generator[Progress, None, list[Any]]:
+        """Download the missing weights (progress in bytes; cancel leaves nothing half-written)."""
+        from gmi_desktop.services.weights import download_weights
+
+        return (yield from download_weights(self.settings, cancel, None if needs is None else list(needs)))
+
     # -- the GPU lane ---------------------------------------------------------------------------
     def open_host(self, warm: bool = True) -> Any:
         """The model host (``warm``: with the model libraries imported; the lane's host)."""

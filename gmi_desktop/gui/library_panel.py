@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtGui import QImageReader, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QTableView, QVBoxLayout, QWidget,
 )
 
 from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES
+from gmi_desktop.gui.query import thumbnail
 from gmi_desktop.gui.rows import LibraryRow, spec_text
 
 COLUMNS = ("", "Name", "Family", "AutoV2", "Status")
@@ -60,12 +61,7 @@ class LibraryModel(QAbstractTableModel):
         if not path:
             return None
         if path not in self._pixmaps:
-            reader = QImageReader(path)
-            size = reader.size()
-            if size.isValid() and size.width() > 0 and size.height() > 0:
-                reader.setScaledSize(size.scaled(QSize(PREVIEW, PREVIEW), Qt.KeepAspectRatio))
-            image = reader.read()
-            self._pixmaps[path] = QPixmap.fromImage(image) if not image.isNull() else None
+            self._pixmaps[path] = thumbnail(path, PREVIEW)
         return self._pixmaps[path]
 
     def data(self, index: QModelIndex, role: int = Qt.DisplayRole):

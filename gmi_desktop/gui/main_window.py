@@ -205,6 +205,38 @@ class MainWindow(QMainWindow):
         if first and not self.demo and not self.state.value("first_run_done", False, type=bool):
             self.show_first_run()
 
+    # -- model weights --------------------------------------------------------------------------
+    def ensure_weights(self, then) -> None:
+        """Call ``then`` once the CLIP/BLIP weights are here. Missing weights that can be downloaded
+        open the download dialog first; cancelling it skips ``then`` (metadata matches stay shown).
+        Weights that cannot be downloaded go straight on: identification says what is missing."""
+        def checked(needs: list[Any]) -> None:
+            if any(n.downloadable for n in needs):
+                self.show_weights_dialog(needs, then)
+            else:
+                then()
+
+        self.run_worker(self.backend.missing_weights, name="weights-check", on_returned=checked,
+                        on_error=lambda exc: (self.say(error_text(exc)), then()))
+
+    def show_weights_dialog(self, needs: list[Any], then=None) -> None:
+        from gmi_desktop.gui.weights_dialog import WeightsDialog
+
+        dialog = WeightsDialog(self.backend, needs, self)
+
+        def closed(_result: int) -> None:
+            if dialog.outcome == "downloaded":
+                self.say("Model weights downloaded.")
+                if then is not None:
+                    then()
+            else:
+                self.say("Model weights not downloaded: only metadata matches can be shown. Drop the image "
+                         "again to download them, or point Settings → Clip weights / Blip weights at local copies.")
+
+        dialog.finished.connect(closed)
+        self.weights_dialog = dialog
+        dialog.open()
+
     # -- first run and the demo -----------------------------------------------------------------
     def show_first_run(self) -> None:
         from gmi_desktop.gui.first_run import FirstRunDialog
@@ -218,6 +250,7 @@ class MainWindow(QMainWindow):
         self.state.setValue("first_run_done", choice != "later")
         if choice == "folders" and self.first_run.folders():
             self.add_folders(self.first_run.folders())
+            self.ensure_weights(lambda: None)
         elif choice == "demo":
             self.start_demo()
 
@@ -299,6 +332,9 @@ class MainWindow(QMainWindow):
         self.run_worker(self.backend.metadata, self.query_images, name="metadata", on_returned=self._metadata_read,
                         on_error=lambda exc: self.query.show_message(error_text(exc)))
         self.say("Identifying…")
+        self.ensure_weights(lambda: self._submit_identify(prompt))
+
+    def _submit_identify(self, prompt: str | None) -> None:
         self.identify_job = self.lane.submit(
             lambda host, cancel: self.backend.identify(host, cancel, self.query_images, prompt, self.prompt.method.currentData()),
             "identify", progress=lambda e: self.say(describe(e)), returned=self._identified,
@@ -308,14 +344,14 @@ class MainWindow(QMainWindow):
     def _metadata_read(self, identification: Any) -> None:
         self.query.show_metadata(identification)
         if self.identification is None:  # the full answer may already be there
-            self.results.show_identification(identification)
+            self.results.show_identification(identification, self.backend.settings.top_k)
             if identification.pseudo_prompt:
                 self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
 
     def _identified(self, identification: Any) -> None:
         self.identification = identification
         self.query.show_metadata(identification)
-        self.results.show_identification(identification)
+        self.results.show_identification(identification, self.backend.settings.top_k)
         self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
         self.prompt.set_method(identification.method)
         self.say(f"Ranked {len(identification.ranking)} models with {identification.method}.")
@@ -342,7 +378,7 @@ class MainWindow(QMainWindow):
     def _reranked(self, identification: Any) -> None:
         self.rerank_count += 1
         self.identification = identification
-        self.results.show_identification(identification)
+        self.results.show_identification(identification, self.backend.settings.top_k)
         self.prompt.show_prompt(identification.pseudo_prompt, identification.prompt_source)
         self.reranked.emit(identification)
 
@@ -420,5 +456,8 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop every job and join every thread (the window is closing, or a test ends)."""
         self.lane.stop(timeout)
+        dialog = getattr(self, "weights_dialog", None)
+        if dialog is not None:
+            dialog.stop(timeout)
         for worker in list(self.workers):
             worker.stop(timeout)

@@ -30,14 +30,35 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All
 _PASTES = itertools.count(1)
 
 
+def pixel_ratio() -> float:
+    """Device pixels per logical pixel of the screen (2 on a high-DPI screen or QT_SCALE_FACTOR=2)."""
+    app = QGuiApplication.instance()
+    return float(app.devicePixelRatio()) if app is not None else 1.0
+
+
 def thumbnail(path: str | Path, size: int = THUMB) -> QPixmap | None:
+    """The image at ``path`` fitted into ``size`` x ``size`` logical pixels, read at the screen's
+    pixel density (sharp on high-DPI screens); None when it cannot be read."""
+    ratio = pixel_ratio()
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
     full = reader.size()
-    if full.isValid() and full.width() > 0:
-        reader.setScaledSize(full.scaled(QSize(size, size), Qt.KeepAspectRatio))
+    if full.isValid() and full.width() > 0 and full.height() > 0:
+        reader.setScaledSize(full.scaled(QSize(round(size * ratio), round(size * ratio)), Qt.KeepAspectRatio))
     image = reader.read()
-    return None if image.isNull() else QPixmap.fromImage(image)
+    if image.isNull():
+        return None
+    pixmap = QPixmap.fromImage(image)
+    pixmap.setDevicePixelRatio(ratio)
+    return pixmap
+
+
+def fit(pixmap: QPixmap, size: int) -> QPixmap:
+    """``pixmap`` scaled to fit ``size`` x ``size`` logical pixels at the screen's pixel density."""
+    ratio = pixel_ratio()
+    scaled = pixmap.scaled(round(size * ratio), round(size * ratio), Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    scaled.setDevicePixelRatio(ratio)
+    return scaled
 
 
 def items_from_mime(mime: QMimeData) -> list[str]:

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from gmi_desktop.gui.query import thumbnail
+from gmi_desktop.gui.query import fit, thumbnail
 
 COLUMNS = ("#", "Model", "Score", "Spec", "Match", "Closest spec images")
 SPEC_THUMB = 40
@@ -84,8 +84,9 @@ class ResultsView(QWidget):
         layout.addLayout(actions)
         self._selection_changed()
 
-    def show_identification(self, identification: Any, top: int = 50) -> None:
-        """The metadata matches first (labelled), then the content ranking."""
+    def show_identification(self, identification: Any, top: int = 10) -> None:
+        """The metadata matches first (labelled), then the ``top`` best of the content ranking
+        (the ``top_k`` setting)."""
         ranked = list(identification.ranking)[:top]
         listed = {m.sha256 for m in ranked}
         extra = [m for m in identification.metadata_matches if m.sha256 not in listed]
@@ -214,7 +215,7 @@ class PreviewStrip(QWidget):
         picture.setFixedSize(PREVIEW, PREVIEW)
         picture.setAlignment(Qt.AlignCenter)
         if pixmap is not None:
-            picture.setPixmap(pixmap.scaled(PREVIEW, PREVIEW, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+            picture.setPixmap(fit(pixmap, PREVIEW))
         text = QLabel(caption)
         text.setWordWrap(True)
         text.setMaximumWidth(PREVIEW)

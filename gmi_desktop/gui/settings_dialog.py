@@ -9,9 +9,10 @@ specifications will be rebuilt, and how many.
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
     QPlainTextEdit, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from gmi_desktop.core.errors import SettingsError
 from gmi_desktop.store import paths
-from gmi_desktop.store.settings import Settings, load_settings, save_settings
+from gmi_desktop.store.settings import MINIMUM, Settings, load_settings, save_settings
 
 CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
@@ -30,7 +31,20 @@ CHOICES = {
 }
 # Fields that change the specification recipe: a change rebuilds the specifications.
 RECIPE = {"steps", "resolution", "scheduler", "guidance_scale", "seed", "clip_model", "clip_pretrained", "clip_weights"}
-LABELS = {"low_vram": "Low-VRAM mode", "gamma": "Gamma (0 = default)", "resolution": "Resolution (0 = native)"}
+LABELS = {"low_vram": "Low-VRAM mode", "top_k": "Top-k (models shown)", "gamma": "Gamma (0 = default)", "resolution": "Resolution (0 = native)"}
+
+
+def where_text() -> str:
+    """The data, specification, config and cache locations, and whether portable mode is on."""
+    rows = "".join(f"{name.capitalize()}: {html.escape(str(path))}<br>" for name, path in paths.locations().items())
+    root = paths.portable_root()
+    if root is not None:
+        mode = (f"<b>Portable mode: on</b> ({html.escape(str(root / paths.PORTABLE_MARKER))} exists): everything "
+                "lives beside the app, specifications in specs_cache/.")
+    else:
+        mode = (f"Portable mode: off. Put an empty {paths.PORTABLE_MARKER} in {html.escape(str(paths.app_root()))} "
+                "to keep everything beside the app (GMI_DATA_DIR, GMI_CONFIG_DIR, GMI_CACHE_DIR still win).")
+    return rows + mode
 
 
 def _label(name: str) -> str:
@@ -55,16 +69,14 @@ class SettingsDialog(QDialog):
             editor.setAccessibleName(_label(field.name))
             self.editors[field.name] = (editor, value)
             form.addRow(_label(field.name) + (" *" if field.name in RECIPE else ""), editor)
-        where = QLabel(
-            f"Data (catalog, specifications): {paths.data_dir()}<br>Cache: {paths.cache_dir()}<br>"
-            f"Settings file: {paths.settings_path()}<br>Portable mode: start the app with GMI_DATA_DIR, "
-            "GMI_CONFIG_DIR and GMI_CACHE_DIR pointing beside it.")
-        where.setWordWrap(True)
+        self.where = QLabel(where_text())
+        self.where.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.where.setWordWrap(True)
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addWidget(QLabel("* part of the specification recipe: changing it rebuilds specifications."))
-        layout.addWidget(where)
+        layout.addWidget(self.where)
         scroll = QScrollArea()
         scroll.setWidget(body)
         scroll.setWidgetResizable(True)
@@ -86,7 +98,7 @@ class SettingsDialog(QDialog):
             editor.toggled.connect(self._changed)
         elif isinstance(value, int):
             editor = QSpinBox()
-            editor.setRange(0, 2**31 - 1)
+            editor.setRange(MINIMUM.get(name, 0), 2**31 - 1)
             editor.setValue(value)
             editor.valueChanged.connect(self._changed)
         elif isinstance(value, float):

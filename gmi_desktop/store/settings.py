@@ -45,13 +45,25 @@ class Settings:
     # Identification.
     method: str = "proposal"
     gamma: float = 0.0  # 0 = the documented default for the encoder's feature scale
+    top_k: int = 10  # how many ranked models the app and `identify` show (at least 1)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
 
+# Lower bounds checked wherever a value comes in (file, environment, command line, settings dialog).
+MINIMUM = {"top_k": 1}
+
+
 def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
+    value = _convert(name, kind, raw, source)
+    if name in MINIMUM and value < MINIMUM[name]:
+        raise SettingsError(source, f"setting {name!r} must be at least {MINIMUM[name]}, got {value!r}")
+    return value
+
+
+def _convert(name: str, kind: Any, raw: Any, source: str) -> Any:
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
     try:
         if "tuple" in kind_name:
