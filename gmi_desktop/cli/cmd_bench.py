@@ -5,6 +5,8 @@
     gmi-desktop bench --toy example-2.1 [--draws D] [--seed S] [--gamma G]
     gmi-desktop bench --synthetic OUT_DIR [--seed S] [--own-prompts]
     gmi-desktop bench --weighting-study [--seeds 0-9] [--gammas G ...] [--out DIR]
+    gmi-desktop bench --zoo DIR [--seeds 0-9] [--random-models N] [--groups G] [--gamma G] [--out DIR]
+    gmi-desktop bench --images DIR [--gamma G] [--out DIR]
 
 Each mode is one entry of :data:`MODES`: the options that apply to it and the function that runs
 it. An option given outside its mode is an error (exit 2), never silently ignored. A new mode is
@@ -39,7 +41,7 @@ OPTION_FLAGS = {
     "features_dir": "FEATURES_DIR", "out": "--out", "methods": "--methods", "gamma": "--gamma",
     "images_per_query": "--images-per-query", "no_sweep": "--no-sweep", "no_plots": "--no-plots",
     "seed": "--seed", "draws": "--draws", "own_prompts": "--own-prompts", "seeds": "--seeds",
-    "gammas": "--gammas",
+    "gammas": "--gammas", "random_models": "--random-models", "groups": "--groups",
 }
 
 
@@ -69,11 +71,21 @@ def register(subparsers) -> None:
     mode.add_argument("--synthetic", type=Path, metavar="OUT_DIR", help="write a synthetic benchmark there")
     mode.add_argument("--weighting-study", action="store_true", default=None,
                       help="measure the prompt weightings on synthetic worlds (docs/evaluation.md)")
+    mode.add_argument("--zoo", type=Path, metavar="DIR",
+                      help="the whole path (scan, specifications, interrogator, all methods) on a zoo of tiny "
+                      "random checkpoints in DIR, made there first if missing (docs/zoo-benchmark.md)")
+    mode.add_argument("--images", type=Path, metavar="DIR",
+                      help="every method on your own models' images: one folder per model, named like its "
+                      "checkpoint, prompts in <image>.txt or the image metadata (docs/zoo-benchmark.md)")
     p.add_argument("--seed", type=int, help="seed of the synthetic world or of the toy's draws (default 0)")
     p.add_argument("--draws", type=int, help="toy: number of draws (default 1000)")
     p.add_argument("--own-prompts", action="store_true", default=None,
                    help="synthetic: each model adds prompts of its own to the default set (A.5)")
-    p.add_argument("--seeds", help="world seeds of the weighting study, e.g. 0-9 or 0,3,5 (default 0-9)")
+    p.add_argument("--seeds", help="world seeds of the weighting study / image seeds of the zoo's test images, "
+                   "e.g. 0-9 or 0,3,5 (default 0-9)")
+    p.add_argument("--random-models", type=int, metavar="N", help="zoo part 1: unrelated random models (default 8)")
+    p.add_argument("--groups", type=int, metavar="G", help="zoo part 2: groups of three prompt-shifted models "
+                   "(default 3)")
     p.add_argument("--gammas", type=float, nargs="+", metavar="G",
                    help="weighting study: gammas to average over (default: the gamma setting)")
     p.set_defaults(func=run)
@@ -90,7 +102,8 @@ def run(args) -> int:
                                  "options there: " + (", ".join(OPTION_FLAGS[o] for o in sorted(mode.options)
                                                                if o != "features_dir") or "none"))
     if name == "features_dir" and args.features_dir is None:
-        raise UserInputError(None, "give a FEATURES_DIR, or one of --toy, --synthetic, --weighting-study")
+        raise UserInputError(None, "give a FEATURES_DIR, or one of --toy, --synthetic, --weighting-study, --zoo, "
+                             "--images")
     return mode.run(args)
 
 
@@ -255,10 +268,30 @@ def _weighting_study(args) -> int:
     return 0
 
 
+def _zoo(args) -> int:
+    from gmi_desktop.cli.bench_zoo import run_zoo
+    from gmi_desktop.evaluation.benchmark import check_gamma
+
+    gamma = None if args.gamma is None else check_gamma(args.gamma, "--gamma")
+    return run_zoo(args.zoo, _non_negative(args.random_models, "--random-models", 8),
+                   _non_negative(args.groups, "--groups", 3), _parse_seeds("0-9" if args.seeds is None else args.seeds),
+                   gamma, args.out, _output_folder, _say)
+
+
+def _images(args) -> int:
+    from gmi_desktop.cli.bench_zoo import run_images
+    from gmi_desktop.evaluation.benchmark import check_gamma
+
+    gamma = None if args.gamma is None else check_gamma(args.gamma, "--gamma")
+    return run_images(args.images, gamma, args.out, _output_folder, _say)
+
+
 MODES: dict[str, Mode] = {
     "features_dir": Mode("FEATURES_DIR", frozenset(
         {"features_dir", "out", "methods", "gamma", "images_per_query", "no_sweep", "no_plots"}), _evaluate),
     "toy": Mode("--toy", frozenset({"gamma", "seed", "draws"}), _toy),
     "synthetic": Mode("--synthetic", frozenset({"seed", "own_prompts"}), _synthetic),
     "weighting_study": Mode("--weighting-study", frozenset({"seeds", "gammas", "out"}), _weighting_study),
+    "zoo": Mode("--zoo", frozenset({"seeds", "random_models", "groups", "gamma", "out"}), _zoo),
+    "images": Mode("--images", frozenset({"gamma", "out"}), _images),
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,10 +130,21 @@ class ClipModel:
         release_memory()
 
 
+def register_config_beside(model: str, weights: Any) -> None:
+    """Make a custom open_clip architecture known: a config ``<model>.json`` (open_clip's JSON model
+    config) lying beside the weights file is registered when open_clip has no model of that name."""
+    import open_clip
+
+    config = Path(weights).parent / f"{model}.json"
+    if open_clip.get_model_config(model) is None and config.is_file():
+        open_clip.add_model_config(config)
+
+
 def _build(model: str, pretrained: str, weights: ResolvedWeights, device: DeviceChoice) -> ClipModel:
     import open_clip
     import torch
 
+    register_config_beside(model, weights.path)
     src = clip_source(model, pretrained)
     pre = src.preprocess
     precision = "fp16" if device.dtype_name == "float16" else "fp32"

@@ -101,12 +101,17 @@ def check_family(path: Path, tensors: Shapes, family: str, unet_config: dict[str
                                           f"({unet_config['cross_attention_dim']})")
 
 
-@functools.lru_cache(maxsize=2)
 def clip_tokenizer(pad_token: str = "<|endoftext|>") -> Any:
     """The shipped CLIP BPE tokenizer; OpenCLIP towers (SD 2.x, SDXL's second) pad with ``!``."""
+    return _clip_tokenizer(str(tokenizer_dir()), pad_token)
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_tokenizer(folder: str, pad_token: str) -> Any:
+    """Cached per folder: ``GMI_RESOURCES_DIR`` may point elsewhere later (the model zoo's own)."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(str(tokenizer_dir()), pad_token=pad_token, local_files_only=True)
+    return CLIPTokenizer.from_pretrained(folder, pad_token=pad_token, local_files_only=True)
 
 
 def _tokenizers_for(index: dict[str, Any], family: str) -> dict[str, Any]:
