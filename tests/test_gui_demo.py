@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("gmi_desktop.services.zoo", reason="the model zoo lands with the services issue")
 
 from gmi_desktop.gui.backend import Backend  # noqa: E402
 from gmi_desktop.gui.main_window import MainWindow  # noqa: E402

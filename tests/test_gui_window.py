@@ -255,7 +255,7 @@ def test_keyboard_paste_and_tab_order(qtbot, make_window, tmp_path):
 
     from PySide6.QtWidgets import QApplication
 
-    window = make_window()
+    window = make_window(start=False)  # started, an empty library opens the first-run dialog, which takes the focus
     window.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
     seen = []
