@@ -104,6 +104,9 @@ def test_coarse_specs_for_all_come_before_any_is_refined_and_ranking_works_mid_b
     assert default_prompts() == full.prompts  # the coarse rows are kept
     assert not list((tmp_path / "specs" / "building").iterdir())
     assert all(p.is_file() for p in thumbnail_paths(store.paths[1], full))
+    # what the engine decided is recorded, so specifications stay comparable (issue 12)
+    assert full.recipe.generation["engine"] == {"prediction_type": "epsilon", "zero_terminal_snr": False,
+                                                "precision": "fp32"}
 
     # a preempted-and-resumed build is byte-identical to an uninterrupted one
     other = builder(catalog, tmp_path / "specs-straight")

@@ -57,6 +57,7 @@ __all__ = ["SPEC_STATES", "SpecState", "BuildSummary", "ModelSpecStatus", "SpecB
 
 SpecState = Literal["queued", "building", "coarse", "ready", "failed", "skipped"]
 SPEC_STATES: tuple[str, ...] = get_args(SpecState)
+ENGINE_FACTS = ("prediction_type", "zero_terminal_snr", "precision")  # recorded from LoadedPipeline.recipe
 PIXEL_SIZE = 32  # pixel_features for RKME-Basic: 32 x 32 x 3
 
 
@@ -321,6 +322,7 @@ class _Run:
                 for i, image in zip(chunk, images):
                     save_thumbnail(model.paths.generated_thumbnail(i), image)
                 state.put(chunk, **features)
+                state.engine = {key: pipe.recipe[key] for key in ENGINE_FACTS}
                 save_state(model.paths.state, state)
                 self.gen_seconds += time.monotonic() - t0
                 self.done += len(chunk)
@@ -345,6 +347,8 @@ class _Run:
         generation = {k: v for k, v in model.recipe.items() if k not in ("encoder_id", "prompt_set_digest")}
         generation.update(prompt_set=model.recipe["prompt_set_digest"], recipe_digest=model.digest,
                           prompt_indices=rows)
+        if state.engine:
+            generation["engine"] = dict(state.engine)
         recipe = SpecRecipe(checkpoint_sha256=model.sha256, encoder_id=model.encoder_id,
                             prompt_set_digest=prompt_set_digest(prompts), generation=generation)
         spec = Specification(model_id=model.sha256, image_features=state.rows("image_features", rows),

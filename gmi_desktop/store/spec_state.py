@@ -96,10 +96,14 @@ class SpecPaths:
 class BuildState:
     """Features of the images made so far for one recipe; rows follow the full prompt list."""
 
-    def __init__(self, recipe_digest: str, prompts: tuple[str, ...], arrays: dict[str, np.ndarray] | None = None):
+    def __init__(self, recipe_digest: str, prompts: tuple[str, ...], arrays: dict[str, np.ndarray] | None = None,
+                 engine: dict | None = None):
         self.recipe_digest = recipe_digest
         self.prompts = tuple(prompts)
         self.arrays = arrays or {}
+        # what the engine decided while generating (prediction type, zero-terminal SNR, precision):
+        # recorded in the specification so that specifications stay comparable
+        self.engine = dict(engine or {})
         self.done = (np.asarray(self.arrays.pop("done"), dtype=bool).copy() if "done" in self.arrays
                      else np.zeros(len(self.prompts), dtype=bool))
 
@@ -126,7 +130,8 @@ class BuildState:
         tensors = {name: arr for name, arr in self.arrays.items()}
         tensors["done"] = self.done.astype(np.uint8)
         meta = {"gmi.kind": json.dumps(STATE_KIND), "gmi.recipe_digest": json.dumps(self.recipe_digest),
-                "gmi.prompts": json.dumps(list(self.prompts), ensure_ascii=False)}
+                "gmi.prompts": json.dumps(list(self.prompts), ensure_ascii=False),
+                "gmi.engine": json.dumps(self.engine, sort_keys=True)}
         return checked_bytes(tensors, meta)
 
 
@@ -151,7 +156,11 @@ def load_state(path: Path, recipe_digest: str, prompts: tuple[str, ...]) -> Buil
         return None
     if any(a.ndim != 2 or a.shape[0] != len(prompts) for n, a in tensors.items() if n != "done"):
         return None
-    return BuildState(recipe_digest, prompts, dict(tensors))
+    try:
+        engine = json.loads(meta.get("gmi.engine", "{}"))
+    except ValueError:
+        return None
+    return BuildState(recipe_digest, prompts, dict(tensors), engine if isinstance(engine, dict) else {})
 
 
 def state_images_done(path: Path) -> tuple[str, int] | None:
