@@ -84,7 +84,8 @@ def test_gmi_resources_dir_still_overrides_the_installed_copy(installed, tmp_pat
 def test_a_missing_resources_folder_is_a_typed_error(monkeypatch, tmp_path):
     from gmi_desktop.core.errors import UserInputError
     from gmi_desktop.engine import sd_configs
+    from gmi_desktop.store import resources as store_resources
 
-    monkeypatch.setattr(sd_configs, "_candidates", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr(store_resources, "candidates", lambda: [tmp_path / "nowhere"])
     with pytest.raises(UserInputError, match="resources folder is missing.*GMI_RESOURCES_DIR"):
         sd_configs.resources_dir()

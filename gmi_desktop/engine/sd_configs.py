@@ -20,12 +20,11 @@ config (``sdxl_v``).
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 from gmi_desktop.core.checkpoint_kinds import FAMILY_NAMES, GENERATION_CONFIGS
-from gmi_desktop.core.errors import UnsupportedCheckpoint, UserInputError
+from gmi_desktop.core.errors import UnsupportedCheckpoint
+from gmi_desktop.store import resources as store_resources
 
 FAMILIES = tuple(FAMILY_NAMES)
 VARIANTS = ("normal", "inpaint", "depth")
@@ -40,36 +39,10 @@ NOT_IDENTIFIABLE = {
                      "model's images; pictures it makes from pure noise say nothing about it"),
 }
 
-_MARKER = Path("diffusers") / "clip_tokenizer" / "vocab.json"
-
-
-def _candidates() -> list[Path]:
-    found = []
-    try:
-        from importlib.resources import files
-
-        found.append(Path(str(files("gmi_desktop"))) / "resources")  # wheel, frozen bundle
-    except (ModuleNotFoundError, TypeError):
-        pass
-    frozen = getattr(sys, "_MEIPASS", None)
-    if frozen:
-        found += [Path(frozen) / "gmi_desktop" / "resources", Path(frozen) / "resources"]
-    found.append(Path(__file__).resolve().parents[2] / "resources")  # source checkout
-    return found
-
-
 def resources_dir() -> Path:
-    """The application's ``resources/`` folder (``GMI_RESOURCES_DIR`` overrides it)."""
-    override = os.environ.get("GMI_RESOURCES_DIR")
-    if override:
-        return Path(override)
-    candidates = _candidates()
-    for folder in candidates:
-        if (folder / _MARKER).is_file():
-            return folder
-    raise UserInputError(candidates[0], "the application's resources folder is missing "
-                                        f"(looked in {', '.join(str(c) for c in candidates)})",
-                         "reinstall GMI Desktop, or set GMI_RESOURCES_DIR to a copy of its resources/ folder")
+    """The application's ``resources/`` folder (``GMI_RESOURCES_DIR`` overrides it); the one search
+    is :func:`gmi_desktop.store.resources.resources_dir`."""
+    return store_resources.resources_dir()
 
 
 def tokenizer_dir() -> Path:

@@ -7,8 +7,10 @@ image, truncated files, and images so large that decoding them would exhaust mem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +42,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` fully and return an RGB image detached from the file."""
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The opened (not yet decoded) image at ``path``, its size checked against ``max_pixels``;
+    anything wrong with the file inside the block becomes :class:`NotAnImage`."""
     path = Path(path)
     if not path.is_file():
         raise NotAnImage(path, "no such file" if not path.exists() else "not a file")
@@ -53,10 +57,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
                 if width * height > max_pixels:
                     raise NotAnImage(path, f"image is too large ({width} x {height} pixels)",
                                      "scale it down below about 100 megapixels")
-                image.seek(0)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image).copy()
+                yield image
     except NotAnImage:
         raise
     except UnidentifiedImageError:
@@ -66,3 +67,12 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NotAnImage(path, f"image data is broken or truncated ({exc})",
                          "re-save or re-download the image") from None
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` fully and return an RGB image detached from the file."""
+    with open_image(path, max_pixels) as image:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image).copy()

@@ -30,17 +30,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from gmi_desktop.core.errors import NotAnImage
-from gmi_desktop.store.images import MAX_PIXELS
+from gmi_desktop.store.images import MAX_PIXELS, open_image
 
 MAX_TEXT_BYTES = 1 << 20  # a stealth payload larger than this (inflated) is refused
 STEALTH_MAGICS = {b"stealth_pnginfo": False, b"stealth_pngcomp": True}  # magic -> gzip-compressed
@@ -309,29 +307,11 @@ def _dedupe(models: list[ModelRef]) -> tuple[ModelRef, ...]:
 def read_metadata(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> ImageMetadata | None:
     """The generation metadata of the image at ``path``, or None when it carries none we know.
 
-    Raises :class:`NotAnImage` for files that are not images (as :func:`load_image` does).
+    Raises :class:`~gmi_desktop.core.errors.NotAnImage` for files that are not images (as :func:`load_image` does).
     """
     path = Path(path)
-    if not path.is_file():
-        raise NotAnImage(path, "no such file" if not path.exists() else "not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise NotAnImage(path, f"image is too large ({width} x {height} pixels)",
-                                     "scale it down below about 100 megapixels")
-                fields, source = _raw_fields(image)
-    except NotAnImage:
-        raise
-    except UnidentifiedImageError:
-        raise NotAnImage(path, "not an image file (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise NotAnImage(path, "image is too large to decode safely", "scale it down") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise NotAnImage(path, f"image data is broken or truncated ({exc})",
-                         "re-save or re-download the image") from None
+    with open_image(path, max_pixels) as image:
+        fields, source = _raw_fields(image)
     if not fields:
         return None
     info = _parse(fields)
