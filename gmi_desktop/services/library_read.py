@@ -23,6 +23,7 @@ hash is trusted.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -103,9 +104,17 @@ def _declared_header(path: Path) -> int:
         return 0  # the probe reports it
 
 
+def _init_worker() -> None:
+    """Worker initializer. A scan worker only parses headers and reads sidecars, which build many
+    small objects and no reference cycles: the cyclic garbage collector is off for its whole life
+    (it doubled the time of a header parse). Then: end with the parent (:func:`_die_with_parent`)."""
+    gc.disable()
+    _die_with_parent()
+
+
 def _die_with_parent() -> None:
-    """Worker initializer: end this worker as soon as the process that started it ends, however it
-    ends. ``parent_process()`` waits on a pipe only the parent holds open; a kill closes it."""
+    """End this worker as soon as the process that started it ends, however it ends.
+    ``parent_process()`` waits on a pipe only the parent holds open; a kill closes it."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -130,7 +139,7 @@ def read_many(paths: Sequence[Path], *, probe_fn: Callable[[Path], ProbeResult] 
         return
     done = 0
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent)
+                               initializer=_init_worker)
     try:
         chunk = max(1, min(32, len(paths) // (workers * 4)))
         for path, read in zip(paths, pool.map(_read_bounded, paths, chunksize=chunk)):
