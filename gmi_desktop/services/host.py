@@ -12,13 +12,17 @@ the process anyway; models loaded later are collected as before.
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gmi_desktop.engine.host import ModelHost
+if TYPE_CHECKING:
+    from gmi_desktop.engine.host import ModelHost
 
 
-def open_host(settings: Any, *, warm: bool = True) -> ModelHost:
-    """A fresh :class:`~gmi_desktop.engine.host.ModelHost` for ``settings`` (no model loaded)."""
+def open_host(settings: Any, *, warm: bool = True) -> "ModelHost":
+    """A fresh :class:`~gmi_desktop.engine.host.ModelHost` for ``settings`` (no model loaded).
+    Everything of ``engine`` is imported here, on the calling (worker) thread."""
+    from gmi_desktop.engine.host import ModelHost
+
     host = ModelHost(settings)
     if warm:
         import gmi_desktop.engine.clip  # noqa: F401 - torch, open_clip
