@@ -19,7 +19,8 @@ from gmi_desktop.core.spec import SpecRecipe, Specification, prompt_set_digest
 from gmi_desktop.engine.clip import load_clip
 from gmi_desktop.engine.host import ModelHost
 from gmi_desktop.services.identify import Identifier
-from gmi_desktop.services.identify_explain import closest_rows, completeness
+from gmi_desktop.core.spec import spec_completeness as completeness
+from gmi_desktop.services.identify_explain import closest_rows
 from gmi_desktop.services.library import Library
 from gmi_desktop.store.catalog import Catalog
 from gmi_desktop.store.settings import Settings

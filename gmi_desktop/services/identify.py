@@ -38,9 +38,9 @@ from gmi_desktop.core.kernels import DEFAULT_GAMMA
 from gmi_desktop.core.progress import CancelFn, Job, Progress, check_cancel
 from gmi_desktop.core.ranking import order_from_scores, ranks_from_scores
 from gmi_desktop.core.scores import downsample_pixels
-from gmi_desktop.core.spec import Requirement, Specification
+from gmi_desktop.core.spec import Requirement, Specification, spec_completeness
 from gmi_desktop.engine.prompt_features import encode_prompts
-from gmi_desktop.services.identify_explain import closest_thumbnails, completeness
+from gmi_desktop.services.identify_explain import closest_thumbnails
 from gmi_desktop.services.identify_match import evidence_by_sha, match_metadata
 from gmi_desktop.services.identify_types import Evidence, Identification, QueryImage, RankedModel
 from gmi_desktop.store import paths
@@ -156,7 +156,7 @@ class Identifier:
             if not ref:
                 return 0.0
             try:
-                return completeness(load_spec(ref))
+                return spec_completeness(load_spec(ref))
             except UserInputError:
                 return 0.0
 
@@ -255,7 +255,7 @@ class Identifier:
         models = [
             RankedModel(0, spec.recipe.checkpoint_sha256, library.records[spec.recipe.checkpoint_sha256].name,
                         library.records[spec.recipe.checkpoint_sha256].path,
-                        library.records[spec.recipe.checkpoint_sha256].family, None, completeness(spec),
+                        library.records[spec.recipe.checkpoint_sha256].family, None, spec_completeness(spec),
                         evidence.get(spec.recipe.checkpoint_sha256, ()),
                         closest_thumbnails(spec, path, features))
             for spec, path in zip(library.specs, library.spec_paths)

@@ -23,19 +23,6 @@ from gmi_desktop.store.spec_state import thumbnail_paths
 CLOSEST = 3
 
 
-def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def completeness(spec: Specification) -> float:
-    generation = spec.recipe.generation
-    prompts = _count(generation.get("prompts_total"))
-    if prompts is None:
-        return 1.0
-    total = prompts * (_count(generation.get("images_per_prompt")) or 1)
-    return float(min(1.0, spec.n_images / total))
-
-
 def closest_rows(spec: Specification, query: np.ndarray) -> np.ndarray:
     """Rows of ``spec`` ordered from the closest to the query images (mean cosine) to the farthest;
     ties keep row order."""

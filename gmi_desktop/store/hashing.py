@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from gmi_desktop.core.errors import IncompleteFile
-from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel
+from gmi_desktop.core.progress import CancelFn, Progress, ProgressSink, check_cancel, run
 
 CHUNK_SIZE = 16 * 1024 * 1024
 AUTOV1_OFFSET = 0x100000
@@ -80,14 +80,8 @@ def hash_file(
     """Hash ``path`` (see the module docstring). Raises OSError when the file cannot be read,
     :class:`Cancelled` when ``cancel()`` turns true and :class:`IncompleteFile` when the file
     keeps changing under us. ``progress`` gets the event of every chunk."""
-    steps = iter_hash_file(path, tensor_offset=tensor_offset, cancel=cancel, retries=retries, chunk_size=chunk_size)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run(iter_hash_file(path, tensor_offset=tensor_offset, cancel=cancel, retries=retries,
+                              chunk_size=chunk_size), progress)
 
 
 def iter_hash_file(
